@@ -57,6 +57,15 @@ def from_dict(cls, data: dict, what: str = "config"):
     return cls(**kwargs)
 
 
+def check_types(config, what: str = "config"):
+    """Raise ConfigError naming the first field of a dataclass instance whose value does not fit its type."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not _type_ok(value, hints[f.name]):
+            raise ConfigError(f"{what} key {f.name!r} must be of type {_type_name(hints[f.name])}, got {value!r}")
+
+
 def _type_name(annotation) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(annotation))

@@ -1,0 +1,32 @@
+"""The layers of the GPT, each a ``*_forward`` immediately followed by its hand-written ``*_backward``.
+
+Dimensions, used in every shape comment of the package:
+
+    B  batch size                     T  time (sequence length, <= n_ctx)
+    C  channels (n_emb)               V  vocabulary size
+    H  head_size: total width of Q, K and V across all heads
+    NH number of heads (n_heads)      hs size of one head, H // NH
+    L  number of layers (n_layers)    F  MLP hidden width, 4 * C
+
+Conventions: a forward returns ``(out, cache)``; its backward takes ``(dout, cache)`` and returns the gradient of
+its input first, then one gradient per parameter, named ``d`` + the parameter's name. The cache holds the minimum
+the backward needs, and each forward says why it keeps what it keeps. Weights are stored ``(in, out)`` so a
+linear layer is ``x @ w + b`` with no transposes.
+"""
+
+from littlebaby.nn.attention import attention_backward, attention_forward
+from littlebaby.nn.block import block_backward, block_forward
+from littlebaby.nn.dropout import dropout_backward, dropout_forward
+from littlebaby.nn.embedding import (
+    position_embedding_backward,
+    position_embedding_forward,
+    token_embedding_backward,
+    token_embedding_forward,
+)
+from littlebaby.nn.gelu import gelu_backward, gelu_forward
+from littlebaby.nn.layernorm import layernorm_backward, layernorm_forward
+from littlebaby.nn.linear import linear_backward, linear_forward
+from littlebaby.nn.loss import cross_entropy_backward, cross_entropy_forward
+from littlebaby.nn.mlp import mlp_backward, mlp_forward
+
+__all__ = [name for name in dir() if name.endswith(("_forward", "_backward"))]

@@ -1,0 +1,72 @@
+"""Causal multi-head self-attention, all heads in one batched computation.
+
+Q, K and V have total width H = head_size, split into NH heads of hs = H // NH; the heads' outputs are
+concatenated back to width H and projected to C. Derivation: docs/layers/attention.md.
+"""
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from littlebaby.nn.dropout import dropout_backward, dropout_forward
+from littlebaby.nn.linear import linear_backward, linear_forward
+
+
+@lru_cache(maxsize=16)
+def causal_mask(T):
+    """(T, T) bool, True above the diagonal: the future positions a query may not see."""
+    mask = np.triu(np.ones((T, T), dtype=bool), k=1)                # (T, T)
+    mask.flags.writeable = False
+    return mask
+
+
+def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_heads, dropout=0.0, rng=None):
+    """x (B, T, C) -> (B, T, C). Dropout (on the attention weights) is active when rng is given and dropout > 0."""
+    B, T, C = x.shape
+    H = w_proj.shape[0]
+    hs = H // n_heads
+    qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)                # (B, T, 3H)
+    qkv = qkv.reshape(B, T, 3, n_heads, hs).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, hs) a view
+    q, k, v = qkv                                                   # each (B, NH, T, hs)
+    att = q @ k.transpose(0, 1, 3, 2)                               # (B, NH, T, T)
+    att *= 1.0 / math.sqrt(hs)
+    att[:, :, causal_mask(T)] = -np.inf
+    att -= att.max(axis=-1, keepdims=True)                          # (B, NH, T, T) for a stable exp
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)                          # (B, NH, T, T) softmax: rows sum to 1
+    att_drop, drop_cache = dropout_forward(att, dropout, rng)       # (B, NH, T, T)
+    y = att_drop @ v                                                # (B, NH, T, hs)
+    y = y.transpose(0, 2, 1, 3).reshape(B, T, H)                    # (B, T, H) heads side by side
+    out, proj_cache = linear_forward(y, w_proj, b_proj)             # (B, T, C)
+    # softmax backward needs only its output (att); q, k, v are views of one (B, T, 3H) buffer
+    cache = (qkv_cache, q, k, v, att, drop_cache, proj_cache)
+    return out, cache
+
+
+def attention_backward(dout, cache):
+    """dout (B, T, C) -> dx (B, T, C), dw_qkv (C, 3H), db_qkv (3H,), dw_proj (H, C), db_proj (C,)."""
+    qkv_cache, q, k, v, att, drop_cache, proj_cache = cache
+    B, NH, T, hs = q.shape
+    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)        # (B, T, H)
+    dy = dy.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)             # (B, NH, T, hs)
+    # y = att_drop @ v
+    att_drop = att if drop_cache is None else dropout_forward_again(att, drop_cache)  # (B, NH, T, T)
+    dv = att_drop.transpose(0, 1, 3, 2) @ dy                        # (B, NH, T, hs)
+    datt = dropout_backward(dy @ v.transpose(0, 1, 3, 2), drop_cache)  # (B, NH, T, T)
+    # softmax: d(pre) = att * (datt - sum_j datt_j att_j); masked entries have att = 0, so they get 0
+    datt -= (datt * att).sum(axis=-1, keepdims=True)
+    datt *= att
+    datt *= 1.0 / math.sqrt(hs)                                     # (B, NH, T, T) gradient of q @ k^T
+    dqkv = np.empty((B, T, 3, NH, hs), dtype=dout.dtype)            # (B, T, 3, NH, hs)
+    dqkv[:, :, 0] = (datt @ k).transpose(0, 2, 1, 3)                # dq (B, T, NH, hs)
+    dqkv[:, :, 1] = (datt.transpose(0, 1, 3, 2) @ q).transpose(0, 2, 1, 3)  # dk
+    dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)                        # dv
+    dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(B, T, 3 * NH * hs), qkv_cache)  # (B, T, C)
+    return dx, dw_qkv, db_qkv, dw_proj, db_proj
+
+
+def dropout_forward_again(att, drop_cache):
+    """Re-apply a cached dropout mask: cheaper to recompute att_drop than to keep a second (B, NH, T, T) array."""
+    keep, p = drop_cache
+    return att * keep * (1.0 / (1.0 - p))                           # (B, NH, T, T)

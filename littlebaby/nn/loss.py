@@ -1,0 +1,29 @@
+"""Softmax cross-entropy with its fused gradient: d loss / d logits = (softmax - onehot) / N."""
+
+import numpy as np
+
+
+def cross_entropy_forward(logits, targets):
+    """logits (B, T, V), targets (B, T) ints -> mean loss over the B*T positions (a Python float)."""
+    V = logits.shape[-1]
+    flat = logits.reshape(-1, V)                                    # (N, V), N = B*T
+    shifted = flat - flat.max(axis=-1, keepdims=True)               # (N, V) for a stable exp
+    probs = np.exp(shifted)                                         # (N, V)
+    sum_exp = probs.sum(axis=-1, keepdims=True)                     # (N, 1)
+    probs /= sum_exp                                                # (N, V) softmax
+    flat_targets = targets.reshape(-1)                              # (N,)
+    rows = np.arange(flat.shape[0])                                 # (N,)
+    log_likelihood = shifted[rows, flat_targets] - np.log(sum_exp[:, 0])  # (N,) log softmax at the target
+    loss = -float(log_likelihood.mean())
+    cache = (probs, flat_targets, logits.shape)  # the fused gradient needs only the softmax and the targets
+    return loss, cache
+
+
+def cross_entropy_backward(cache):
+    """-> dlogits (B, T, V) for a loss of 1 (the mean over positions)."""
+    probs, flat_targets, shape = cache
+    N = probs.shape[0]
+    dlogits = probs.copy()                                          # (N, V)
+    dlogits[np.arange(N), flat_targets] -= 1.0
+    dlogits *= 1.0 / N
+    return dlogits.reshape(shape)                                   # (B, T, V)
