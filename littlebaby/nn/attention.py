@@ -22,10 +22,32 @@ def causal_mask(T):
 
 
 def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_heads, dropout=0.0, rng=None):
-    """x (B, T, C) -> (B, T, C). Dropout (on the attention weights) is active when rng is given and dropout > 0."""
+    """x (B, T, C) -> (B, T, C): the heads' outputs side by side, projected back to C.
+
+    Dropout (on the attention weights) is active when rng is given and dropout > 0.
+    """
+    y, heads_cache = heads_forward(x, w_qkv, b_qkv, n_heads, dropout, rng)  # (B, T, NH, hs)
+    B, T, NH, hs = y.shape
+    out, proj_cache = linear_forward(y.reshape(B, T, NH * hs), w_proj, b_proj)  # (B, T, C)
+    cache = (heads_cache, proj_cache)
+    return out, cache
+
+
+def attention_backward(dout, cache):
+    """dout (B, T, C) -> dx (B, T, C), dw_qkv (C, 3H), db_qkv (3H,), dw_proj (H, C), db_proj (C,)."""
+    heads_cache, proj_cache = cache
+    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)        # (B, T, H)
+    dx, dw_qkv, db_qkv = heads_backward(dy, heads_cache)            # (B, T, C)
+    return dx, dw_qkv, db_qkv, dw_proj, db_proj
+
+
+def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None):
+    """x (B, T, C) -> y (B, T, NH, hs): every head's causal attention output, before they are combined.
+
+    Shared by multi-head attention (concatenate, project) and mixture of heads (gate, sum, project).
+    """
     B, T, C = x.shape
-    H = w_proj.shape[0]
-    hs = H // n_heads
+    hs = w_qkv.shape[1] // 3 // n_heads
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)                # (B, T, 3H)
     qkv = qkv.reshape(B, T, 3, n_heads, hs).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, hs) a view
     q, k, v = qkv                                                   # each (B, NH, T, hs)
@@ -36,19 +58,16 @@ def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_heads, dropout=0.0, rng
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)                          # (B, NH, T, T) softmax: rows sum to 1
     att_drop, drop_cache = dropout_forward(att, dropout, rng)       # (B, NH, T, T)
-    y = att_drop @ v                                                # (B, NH, T, hs)
-    y = y.transpose(0, 2, 1, 3).reshape(B, T, H)                    # (B, T, H) heads side by side
-    out, proj_cache = linear_forward(y, w_proj, b_proj)             # (B, T, C)
+    y = (att_drop @ v).transpose(0, 2, 1, 3)                        # (B, T, NH, hs)
     # softmax backward needs only its output (att); q, k, v are views of one (B, T, 3H) buffer
-    cache = (qkv_cache, q, k, v, att, drop_cache, proj_cache)
-    return out, cache
+    cache = (qkv_cache, q, k, v, att, drop_cache)
+    return y, cache
 
 
-def attention_backward(dout, cache):
-    """dout (B, T, C) -> dx (B, T, C), dw_qkv (C, 3H), db_qkv (3H,), dw_proj (H, C), db_proj (C,)."""
-    qkv_cache, q, k, v, att, drop_cache, proj_cache = cache
+def heads_backward(dy, cache):
+    """dy (B, T, NH, hs) or (B, T, H) -> dx (B, T, C), dw_qkv (C, 3H), db_qkv (3H,)."""
+    qkv_cache, q, k, v, att, drop_cache = cache
     B, NH, T, hs = q.shape
-    dy, dw_proj, db_proj = linear_backward(dout, proj_cache)        # (B, T, H)
     dy = dy.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)             # (B, NH, T, hs)
     # y = att_drop @ v
     att_drop = att if drop_cache is None else dropout_forward_again(att, drop_cache)  # (B, NH, T, T)
@@ -58,12 +77,12 @@ def attention_backward(dout, cache):
     datt -= (datt * att).sum(axis=-1, keepdims=True)
     datt *= att
     datt *= 1.0 / math.sqrt(hs)                                     # (B, NH, T, T) gradient of q @ k^T
-    dqkv = np.empty((B, T, 3, NH, hs), dtype=dout.dtype)            # (B, T, 3, NH, hs)
+    dqkv = np.empty((B, T, 3, NH, hs), dtype=dy.dtype)              # (B, T, 3, NH, hs)
     dqkv[:, :, 0] = (datt @ k).transpose(0, 2, 1, 3)                # dq (B, T, NH, hs)
     dqkv[:, :, 1] = (datt.transpose(0, 1, 3, 2) @ q).transpose(0, 2, 1, 3)  # dk
     dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)                        # dv
     dx, dw_qkv, db_qkv = linear_backward(dqkv.reshape(B, T, 3 * NH * hs), qkv_cache)  # (B, T, C)
-    return dx, dw_qkv, db_qkv, dw_proj, db_proj
+    return dx, dw_qkv, db_qkv
 
 
 def dropout_forward_again(att, drop_cache):
