@@ -1,0 +1,177 @@
+"""GUID-tagged runs: where each artifact lives, atomic writes, and finding a run by GUID, prefix or ``last``.
+
+For a run with id G, under the output directory ``out``:
+
+    configs/config_G.json           the run record (RunRecord): model, training, tokenizer, data, parent
+    models/model_G.safetensors      the weights, the config JSON in the metadata
+    models/tokenizer_G.json         the tokenizer
+    outputs/report_G.json, .png     the training analysis and the loss curve
+    outputs/completion_G.txt        500 tokens sampled after training
+    runs/checkpoint_G.safetensors   resume state: weights, AdamW moments, step, RNG states, history
+    runs/tokens_G.bin               the encoded corpus (uint8 or uint16), read through np.memmap
+
+A finetune of G is the run ``G_finetuned``; its parent is recorded in its config.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import tempfile
+import uuid
+from typing import Literal
+
+from littlebaby import config as configlib
+from littlebaby.errors import BabyError
+
+FINETUNE_SUFFIX = "_finetuned"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename: readers see the old file or the new."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path, what: str):
+    """Read a UTF-8 JSON file, turning a missing or broken file into a BabyError that names it."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BabyError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BabyError(f"{what} {path} is not valid UTF-8 JSON ({e}); delete it or fix it") from None
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """Everything needed to rebuild or resume a run; saved as configs/config_G.json."""
+    version: str                              # littlebaby version that made the run
+    guid: str                                 # the run id G (a finetune's ends in _finetuned)
+    kind: Literal["train", "finetune"]        # how the run started
+    parent: str | None                        # the run a finetune started from, else None
+    created: str                              # UTC time the run started, ISO 8601 with microseconds
+    seed: int                                 # the seed of init, dropout, batches
+    model: dict                               # littlebaby.model.Config as a dict
+    training: dict                            # littlebaby.train.TrainConfig as a dict
+    tokenizer: dict                           # {"kind": ..., "vocab_size": ...}
+    data: dict                                # source, sizes in chars and tokens, token dtype
+
+    @classmethod
+    def from_dict(cls, data, what="run config"):
+        return configlib.from_dict(cls, data, what)
+
+    def to_dict(self):
+        return configlib.to_dict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """The paths of every file of run ``guid`` under ``out``."""
+    out: pathlib.Path
+    guid: str
+
+    def _file(self, folder, stem, ext):
+        return self.out / folder / f"{stem}_{self.guid}.{ext}"
+
+    @property
+    def config(self):
+        return self._file("configs", "config", "json")
+
+    @property
+    def model(self):
+        return self._file("models", "model", "safetensors")
+
+    @property
+    def tokenizer(self):
+        return self._file("models", "tokenizer", "json")
+
+    @property
+    def report_json(self):
+        return self._file("outputs", "report", "json")
+
+    @property
+    def report_png(self):
+        return self._file("outputs", "report", "png")
+
+    @property
+    def completion(self):
+        return self._file("outputs", "completion", "txt")
+
+    @property
+    def checkpoint(self):
+        return self._file("runs", "checkpoint", "safetensors")
+
+    @property
+    def tokens(self):
+        return self._file("runs", "tokens", "bin")
+
+    def generation(self, stamp: str):
+        """(text path, json path) of one ``baby generate`` output, stamped yyyymmddhhmmss."""
+        text = self._file("outputs", "completion", "txt").with_name(f"completion_{self.guid}_{stamp}.txt")
+        return text, text.with_suffix(".json")
+
+
+def new_guid() -> str:
+    return str(uuid.uuid4())
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds")
+
+
+def run_ids(out) -> list[str]:
+    """Ids of the runs with a config file under out, sorted."""
+    folder = pathlib.Path(out) / "configs"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[len("config_"):-len(".json")] for p in folder.glob("config_*.json"))
+
+
+def load_record(out, guid) -> RunRecord:
+    return RunRecord.from_dict(read_json(RunPaths(pathlib.Path(out), guid).config, "run config"),
+                               f"run config of {guid}")
+
+
+def resolve_run(run: str, out) -> str:
+    """The run id meant by ``run``: an id, ``last``, or a unique prefix of a GUID (optionally + ``_finetuned``).
+
+    ``ab12`` picks the base run whose GUID starts with ab12; ``ab12_finetuned`` picks its finetune.
+    """
+    ids = run_ids(out)
+    if not ids:
+        raise BabyError(f"no runs in {pathlib.Path(out).resolve()}: train one with `baby train`, "
+                        f"or point --out at the directory that holds configs/")
+    if run == "last":
+        return max(ids, key=lambda g: (load_record(out, g).created, g))
+    if run in ids:
+        return run
+    base = run.split(FINETUNE_SUFFIX)[0]
+    suffix = run[len(base):]
+    bases = sorted({g.split(FINETUNE_SUFFIX)[0] for g in ids if g.startswith(base)})
+    matches = [b + suffix for b in bases if b + suffix in ids]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise BabyError(f"no run matches {run!r} in {pathlib.Path(out).resolve()}; `baby runs` lists them")
+    raise BabyError(f"{run!r} matches {len(matches)} runs ({', '.join(matches[:4])}); type more of the GUID")
