@@ -14,9 +14,10 @@ Two kinds share one base class (``Tokenizer``, in base.py):
 
 from littlebaby.errors import BabyError
 from littlebaby.tokenizers.base import FORMAT_VERSION, StreamDecoder, Tokenizer, read_json_file
+from littlebaby.tokenizers.bpe import BPETokenizer
 from littlebaby.tokenizers.char import CharTokenizer
 
-KINDS = {"char": CharTokenizer}
+KINDS = {"char": CharTokenizer, "bpe": BPETokenizer}
 
 
 def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:
@@ -29,8 +30,8 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
         if vocab_size is not None:
             raise BabyError("a char tokenizer's vocab_size is the number of distinct characters; drop vocab_size")
         return CharTokenizer.train(text)
-    if kind == "bpe" and "bpe" in KINDS:
-        return KINDS["bpe"].train(text, 512 if vocab_size is None else vocab_size)
+    if kind == "bpe":
+        return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size)
     raise BabyError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(repr(k) for k in KINDS)}")
 
 
@@ -58,6 +59,7 @@ def load_tokenizer(path) -> Tokenizer:
 __all__ = [
     "Tokenizer",
     "CharTokenizer",
+    "BPETokenizer",
     "StreamDecoder",
     "train_tokenizer",
     "load_tokenizer",
