@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch", reason="the parity tests need PyTorch (pip 
 
 from littlebaby.model import GPT, Config  # noqa: E402
 from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule  # noqa: E402
-from torch_reference import TorchGPT, expected_param_shapes  # noqa: E402
+from torch_reference import TorchGPT, causal_self_attention, expected_param_shapes, no_dropout  # noqa: E402
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 OPTIMIZER_TOLERANCE = 1e-6
@@ -35,11 +35,11 @@ def randomize_params(params: dict[str, np.ndarray], rng: np.random.Generator) ->
     """Overwrite the init, in place, with values that hide no backward bug: no gain is 1 and no bias is 0."""
     for name, array in params.items():
         if array.ndim == 1 and name.endswith(".w"):  # LayerNorm gains, near 1
-            values = 1.0 + 0.3 * rng.standard_normal(array.shape)
+            values = 1.0 + 0.3 * rng.standard_normal(array.shape)  # (C,)
         elif array.ndim == 1:  # biases
-            values = 0.2 * rng.standard_normal(array.shape)
+            values = 0.2 * rng.standard_normal(array.shape)  # (n,)
         else:  # matrices and embeddings, scaled so activations stay O(1)
-            values = rng.standard_normal(array.shape) / math.sqrt(array.shape[0])
+            values = rng.standard_normal(array.shape) / math.sqrt(array.shape[0])  # (n_in, n_out)
         array[...] = values
 
 
@@ -88,8 +88,7 @@ def compare(ours: dict, ref: dict, tol: float) -> tuple[list[str], str]:
 
 def assert_close(ours: dict, ref: dict, tol: float, what: str) -> None:
     failed, table = compare(ours, ref, tol)
-    print(f"{what}\n{table}")
-    assert not failed, f"{what}: {failed} differ from PyTorch\n{table}"
+    assert not failed, f"{what}: {len(failed)} of {len(ref)} tensors differ from PyTorch, first {failed[0]}\n{table}"
 
 
 # --- the comparison itself can fail --------------------------------------------------------------------------
@@ -99,7 +98,7 @@ def test_compare_flags_one_perturbed_gradient():
     gpt, ref = make_pair(SQUARE, "float64")
     idx, targets = random_batch(make_config(SQUARE, "float64"), 8, np.random.default_rng(0))
     _, grads = ref.loss_and_grads(idx, targets)
-    perturbed = {name: g.copy() for name, g in grads.items()}
+    perturbed = {name: g.copy() for name, g in grads.items()}  # shapes of params
     perturbed["blocks.1.attn.w_qkv"][2, 5] += 1e-6 * np.max(np.abs(grads["blocks.1.attn.w_qkv"]))
     failed, table = compare(perturbed, grads, TOLERANCE["float64"])
     assert failed == ["blocks.1.attn.w_qkv"], table
@@ -110,6 +109,55 @@ def test_relative_error_is_scale_relative():
     assert relative_error([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert relative_error([1.0, 2.1], [1.0, 2.0]) == pytest.approx(0.05)
     assert relative_error([1e-3, 0.0], [0.0, 0.0]) == pytest.approx(1e-3)
+
+
+# --- the reference itself follows the spec --------------------------------------------------------------------
+
+
+def test_reference_attention_equals_a_loop_over_batch_heads_and_positions():
+    """q, k, v split in that order, head n owns channels n*hs:(n+1)*hs, position t sees positions 0..t."""
+    B, T, C, H, NH = 2, 5, 6, 8, 2
+    hs = H // NH
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(B, T, C, generator=gen, dtype=torch.float64)  # (B, T, C)
+    p = {"w_qkv": torch.randn(C, 3 * H, generator=gen, dtype=torch.float64),
+         "b_qkv": torch.randn(3 * H, generator=gen, dtype=torch.float64),
+         "w_proj": torch.randn(H, C, generator=gen, dtype=torch.float64),
+         "b_proj": torch.randn(C, generator=gen, dtype=torch.float64)}
+    qkv = h @ p["w_qkv"] + p["b_qkv"]  # (B, T, 3H)
+    y = torch.zeros(B, T, H, dtype=torch.float64)  # (B, T, H)
+    for b in range(B):
+        for n in range(NH):
+            heads = slice(n * hs, (n + 1) * hs)
+            q, k, v = qkv[b, :, :H][:, heads], qkv[b, :, H:2 * H][:, heads], qkv[b, :, 2 * H:][:, heads]  # (T, hs)
+            for t in range(T):
+                scores = torch.stack([q[t] @ k[s] for s in range(t + 1)]) / math.sqrt(hs)  # (t+1,)
+                weights = torch.exp(scores - scores.max()) / torch.exp(scores - scores.max()).sum()  # (t+1,)
+                y[b, t, heads] = sum(weights[s] * v[s] for s in range(t + 1))
+    expected = y @ p["w_proj"] + p["b_proj"]  # (B, T, C)
+    got = causal_self_attention(h, p, NH, no_dropout)  # (B, T, C)
+    assert relative_error(got.numpy(), expected.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("model", ["ours", "reference"])
+def test_logits_are_causal(model):
+    """Changing the last token moves only the last position's logits."""
+    gpt, ref = make_pair(SQUARE, "float64")
+    idx, _ = random_batch(make_config(SQUARE, "float64"), 8, np.random.default_rng(7))
+    changed = idx.copy()  # (B, T)
+    changed[:, -1] = (changed[:, -1] + 1) % SQUARE["vocab_size"]
+    logits_of = gpt.forward if model == "ours" else (lambda i: ref.forward(i).detach().numpy())
+    before, after = logits_of(idx), logits_of(changed)  # (B, T, V) each
+    np.testing.assert_allclose(before[:, :-1], after[:, :-1], rtol=0, atol=1e-12)
+    assert not np.allclose(before[:, -1], after[:, -1])
+
+
+def test_reference_refuses_parameters_that_are_not_the_spec():
+    cfg = make_config(SQUARE, "float64")
+    params = {name: np.zeros(shape) for name, shape in expected_param_shapes(cfg).items()}
+    del params["blocks.1.ln_2.b"]
+    with pytest.raises(ValueError, match="blocks.1.ln_2.b"):
+        TorchGPT(cfg, params)
 
 
 # --- parameters: names, shapes, dtype ------------------------------------------------------------------------
@@ -136,8 +184,9 @@ def test_logits_match_torch_in_eval_mode(shape_name, dtype):
     gpt, ref = make_pair(shape, dtype, dropout=0.1)
     idx, _ = random_batch(make_config(shape, dtype), T, np.random.default_rng(1))
     logits = gpt.forward(idx)  # (B, T, V)
-    assert logits.dtype == np.dtype(dtype)
-    assert_close({"logits": logits}, {"logits": ref.forward(idx).detach().numpy()}, TOLERANCE[dtype],
+    ref_logits = ref.forward(idx).detach().numpy()  # (B, T, V)
+    assert logits.dtype == ref_logits.dtype == np.dtype(dtype)
+    assert_close({"logits": logits}, {"logits": ref_logits}, TOLERANCE[dtype],
                  f"logits {shape_name} {dtype}")
 
 
