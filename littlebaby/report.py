@@ -1,0 +1,128 @@
+"""The training analysis (report_G.json), the loss curve (report_G.png) and the `baby runs` table."""
+
+import io
+import math
+import os
+import pathlib
+import platform
+
+import numpy as np
+
+from littlebaby.runs import RunPaths, atomic_write_bytes, atomic_write_json, load_record, read_json, run_ids
+
+
+def environment() -> dict:
+    """What the speed figures depend on: NumPy and its BLAS, threads, CPU, Python."""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = {k: blas.get(k) for k in ("name", "version", "openblas configuration") if blas.get(k)}
+    except Exception:  # the layout of show_config differs across NumPy versions; the rest still matters
+        blas = {}
+    return {
+        "numpy": np.__version__, "blas": blas, "python": platform.python_version(),
+        "platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                       if k in os.environ},
+    }
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_report(state, status) -> dict:
+    """Every figure of the run so far, from the state the loop leaves behind."""
+    hist, cfg, plan = state.history, state.gpt.config, state.plan
+    steps = state.optimizer.step_count
+    tokens_per_step = cfg.batch_size * cfg.n_ctx
+    step_times = hist["step_time"]
+    mean_step = float(np.mean(step_times)) if step_times else float("nan")
+    tokens_per_s = tokens_per_step / mean_step if step_times else 0.0
+    last = hist["evals"][-1] if hist["evals"] else {}
+    return {
+        "guid": state.record.guid, "kind": state.record.kind, "parent": state.record.parent, "status": status,
+        "steps": steps, "planned_steps": plan.steps, "epochs": steps / plan.steps_per_epoch,
+        "tokens_seen": steps * tokens_per_step, "train_tokens": int(state.data.n_train),
+        "val_tokens": int(len(state.data.val)),
+        "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
+        "final_val_bpc": last.get("val_bpc"), "evals": hist["evals"],
+        "loss": hist["loss"], "grad_norm": hist["grad_norm"], "lr": hist["lr"], "step_time": step_times,
+        "mean_step_time_s": mean_step, "tokens_per_s": tokens_per_s,
+        "total_time_s": hist["train_seconds"], "num_params": state.gpt.num_params(),
+        "flops_per_token": state.gpt.flops_per_token(),
+        "achieved_gflops": state.gpt.flops_per_token() * tokens_per_s / 1e9,
+        "environment": environment(),
+    }
+
+
+def plot_png(report) -> bytes:
+    """The loss curve: per-step training loss (faint), eval train and val loss, against steps."""
+    import matplotlib
+    matplotlib.use("Agg")          # files only, never a window
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(range(1, len(report["loss"]) + 1), report["loss"], color="tab:blue", alpha=0.25, lw=0.8,
+            label="train (batch)")
+    evals = report["evals"]
+    ax.plot([e["step"] for e in evals], [e["train_loss"] for e in evals], "o-", color="tab:blue", label="train")
+    ax.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-", color="tab:orange", label="val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss (nats per token)")
+    ax.set_title(f"run {report['guid']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def save_report(report, json_path, png_path):
+    atomic_write_json(json_path, report)
+    atomic_write_bytes(png_path, plot_png(report))
+
+
+def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
+    """What the user reads when training ends or stops."""
+    val = report["final_val_loss"]
+    lines = [f"run {report['guid']}: {report['status']} after {report['steps']}/{report['planned_steps']} steps "
+             f"({report['epochs']:.2f} epochs, {report['tokens_seen']:,} tokens) in {report['total_time_s']:.0f} s, "
+             f"{report['tokens_per_s']:,.0f} tokens/s"
+             + (f", val loss {val:.4f} ({report['final_val_bpc']:.3f} bits/char)" if val is not None else "")]
+    lines += [f"  {p}" for p in (paths.config, paths.model, paths.tokenizer, paths.report_json, paths.report_png)]
+    if report["status"] == "complete":
+        lines.append(f"  {paths.completion}")
+    else:
+        lines.append(f"resume with: baby train --resume {report['guid']}{out_flag}")
+    return "\n".join(lines)
+
+
+def runs_table(out) -> str:
+    """One line per run: GUID, date, config summary, steps, final val loss."""
+    rows = [("GUID", "DATE (UTC)", "CONFIG", "STEPS", "VAL LOSS")]
+    for guid in run_ids(out):
+        record = load_record(out, guid)
+        m = record.model
+        summary = (f"{record.tokenizer.get('kind', '?')} V={m['vocab_size']} ctx={m['n_ctx']} emb={m['n_emb']} "
+                   f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else ""))
+        report_path = RunPaths(pathlib.Path(out), guid).report_json
+        steps, val = "-", "-"
+        if report_path.exists():
+            rep = read_json(report_path, "report")
+            steps = f"{rep['steps']}/{rep['planned_steps']}"
+            if rep.get("final_val_loss") is not None and math.isfinite(rep["final_val_loss"]):
+                val = f"{rep['final_val_loss']:.4f}"
+        rows.append((guid, record.created[:19].replace("T", " "), summary, steps, val))
+    if len(rows) == 1:
+        return f"no runs in {out}"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
