@@ -1,0 +1,133 @@
+"""`baby train | finetune | generate | runs`: parse the arguments, call littlebaby.api, print.
+
+A BabyError is printed as one line, ``error: <message>``, on stderr, and the exit code is 2.
+"""
+
+import argparse
+import sys
+
+from littlebaby import api, report
+from littlebaby.errors import BabyError
+from littlebaby.train import DEFAULT_STEPS
+
+DESCRIPTION = """\
+The Little Baby: a GPT-style language model in NumPy, every gradient written by hand.
+
+  baby train                           train on the built-in Shakespeare corpus (about 5 minutes)
+  baby train --data input.txt --steps 500 --n-layers 2
+  baby generate last --prompt "ROMEO:"
+  baby finetune last --data more.txt --steps 200
+  baby runs                            list the runs in the current directory
+
+Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
+outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
+one, or `last`."""
+
+
+def add_training_options(p, finetune=False):
+    p.add_argument("--data", metavar="PATH", help="UTF-8 text file to train on (default: built-in Shakespeare)")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="JSON of options with underscores ({\"n_ctx\": 64, \"steps\": 500}) or a config_G.json; "
+                        "flags override it")
+    model = p.add_argument_group("model" + (" (a finetune keeps the parent's shape)" if finetune else ""))
+    for flag, kind, text in (("--n-ctx", int, "context length in tokens"),
+                             ("--n-emb", int, "width of the residual stream"),
+                             ("--head-size", int, "total width of Q, K, V across heads"),
+                             ("--n-heads", int, "attention heads (must divide head-size)"),
+                             ("--n-layers", int, "transformer blocks"),
+                             ("--dropout", float, "dropout probability in training"),
+                             ("--batch-size", int, "sequences per step"),
+                             ("--lr", float, "peak learning rate")):
+        model.add_argument(flag, type=kind, metavar="N" if kind is int else "F", help=text)
+    budget = p.add_argument_group("budget (one of; default %d steps)" % DEFAULT_STEPS)
+    one = budget.add_mutually_exclusive_group()
+    one.add_argument("--epochs", type=float, metavar="E", help="passes over the training split")
+    one.add_argument("--steps", type=int, metavar="S", help="optimizer steps")
+    one.add_argument("--max-time", type=float, metavar="MINUTES",
+                     help="wall-clock budget; stops gracefully (complete and resumable)")
+    t = p.add_argument_group("training")
+    t.add_argument("--eval-every", type=int, metavar="S", help="steps between evals (default: 10 evals per run)")
+    t.add_argument("--eval-batches", type=int, metavar="N", help="fixed batches per eval (default 8)")
+    t.add_argument("--warmup-steps", type=int, metavar="S", help="linear warmup (default 5%% of steps, max 200)")
+    t.add_argument("--min-lr", type=float, metavar="F", help="learning rate at the end (default lr / 10)")
+    t.add_argument("--weight-decay", type=float, metavar="F", help="AdamW weight decay (default 0.1)")
+    t.add_argument("--grad-clip", type=float, metavar="F", help="global gradient-norm clip (default 1.0)")
+    t.add_argument("--seed", type=int, metavar="N", help="seed of init, dropout, batches (default 0)")
+    if not finetune:
+        t.add_argument("--tokenizer", choices=("char", "bpe"), help="char (default) or byte-level bpe")
+        t.add_argument("--vocab-size", type=int, metavar="N", help="bpe vocabulary size (default 512)")
+    p.add_argument("--out", default=".", metavar="DIR", help="where configs/ models/ outputs/ live (default .)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr", "epochs",
+                  "steps", "max_time", "eval_every", "eval_batches", "warmup_steps", "min_lr", "weight_decay",
+                  "grad_clip", "seed", "tokenizer", "vocab_size")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baby", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a new model (or --resume a stopped run)",
+                                description="Train a model from scratch on plain text.")
+    add_training_options(train)
+    train.add_argument("--resume", metavar="RUN", help="continue a stopped run where it stopped")
+
+    finetune = commands.add_parser("finetune", help="train a run further on new text, as RUN_finetuned",
+                                   description="Continue training a run on new text; writes <guid>_finetuned "
+                                               "files and never touches the parent's.")
+    finetune.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    add_training_options(finetune, finetune=True)
+    finetune.add_argument("--overwrite", action="store_true", help="replace an existing <guid>_finetuned run")
+
+    generate = commands.add_parser("generate", help="sample text from a run, streamed to stdout",
+                                   description="Sample text from a trained run; also saved under outputs/.")
+    generate.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    generate.add_argument("--prompt", default="", help="text to continue (default: empty)")
+    generate.add_argument("--max-tokens", type=int, default=500, metavar="N", help="tokens to sample (500)")
+    generate.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 is greedy (1.0)")
+    generate.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest tokens")
+    generate.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: smallest set with mass P")
+    generate.add_argument("--seed", type=int, metavar="N", help="seed for reproducible samples")
+    generate.add_argument("--no-cache", action="store_true", help="recompute the full context at each step")
+    generate.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
+    runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+    return parser
+
+
+def training_options(args) -> dict:
+    return {dest: getattr(args, dest) for dest in TRAINING_DESTS if hasattr(args, dest)}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet, resume=args.resume,
+                      **training_options(args))
+        elif args.command == "finetune":
+            api.finetune(args.run, data=args.data, config=args.config, out=args.out, overwrite=args.overwrite,
+                         quiet=args.quiet, **training_options(args))
+        elif args.command == "generate":
+            result = api.generate(args.run, prompt=args.prompt, max_tokens=args.max_tokens,
+                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                  seed=args.seed, cache=not args.no_cache, out=args.out, stream=sys.stdout)
+            print(file=sys.stdout)
+            print(f"({result.tokens_per_s:,.0f} tokens/s; saved to {result.path})", file=sys.stderr)
+        elif args.command == "runs":
+            print(report.runs_table(args.out))
+    except BabyError as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, always
+        return 2
+    except KeyboardInterrupt:
+        print("\naborted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
