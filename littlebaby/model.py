@@ -40,10 +40,6 @@ from littlebaby.nn import (
     token_embedding_forward,
 )
 
-BLOCK_PARAMS = ("ln_1.w", "ln_1.b", "attn.w_qkv", "attn.b_qkv", "attn.w_proj", "attn.b_proj",
-                "ln_2.w", "ln_2.b", "mlp.w_fc", "mlp.b_fc", "mlp.w_proj", "mlp.b_proj")
-
-
 @dataclasses.dataclass
 class Config:
     """The model's shape and the seed's training hyperparameters. JSON keys are the field names."""
@@ -57,6 +53,14 @@ class Config:
     batch_size: int = 16          # B: sequences per optimizer step
     lr: float = 1e-3              # peak learning rate of AdamW
     dtype: Literal["float32", "float64"] = "float32"  # float32 to train, float64 for gradient checks
+    c_sequence: Literal["pre", "post"] = "pre"    # LayerNorm before each sublayer, or after each residual add
+    c_attention: Literal["mha", "moh"] = "mha"    # multi-head attention, or mixture of heads (gated head sum)
+    c_network: Literal["mlp", "moe"] = "mlp"      # one MLP, or a mixture of MLP experts
+    n_experts: int = 4            # NE: experts per block when c_network = "moe"
+    moe_top_k: int = 0            # 0: dense soft gate, every expert runs; k > 0: each token runs its top k experts
+    moe_expansion: int = 4        # an expert's hidden width is moe_expansion * n_emb
+    moe_aux_weight: float = 0.01  # weight of the load-balancing loss (sparse routing only)
+    weight_tying: bool = False    # the LM head reuses the token embedding (lm_head.w is wte transposed)
 
     def __post_init__(self):
         self.validate()
@@ -64,7 +68,8 @@ class Config:
     def validate(self):
         """Refuse wrong types and impossible values with a message naming the key."""
         configlib.check_types(self, "model config")
-        for key in ("vocab_size", "n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "batch_size"):
+        for key in ("vocab_size", "n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "batch_size",
+                    "n_experts", "moe_expansion"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model config key {key!r} must be a positive integer, got {getattr(self, key)}")
         if self.head_size % self.n_heads:
@@ -74,6 +79,11 @@ class Config:
             raise ConfigError(f"model config key 'dropout' must be in [0, 1), got {self.dropout}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"model config key 'lr' must be a positive number, got {self.lr}")
+        if not 0 <= self.moe_top_k <= self.n_experts:
+            raise ConfigError(f"moe_top_k ({self.moe_top_k}) must be between 0 (dense) and n_experts "
+                              f"({self.n_experts})")
+        if not self.moe_aux_weight >= 0:
+            raise ConfigError(f"model config key 'moe_aux_weight' must be >= 0, got {self.moe_aux_weight}")
 
     def to_dict(self):
         return configlib.to_dict(self)
@@ -84,63 +94,80 @@ class Config:
 
 
 
-def init_params(config, rng):
-    """Parameters as GPT-2 initialises them: N(0, 0.02) weights, zero biases, unit LayerNorm gains; the two
-    projections that write into the residual stream are scaled down by sqrt(2 L) so its variance stays put."""
-    V, C, H, L = config.vocab_size, config.n_emb, config.head_size, config.n_layers
-    F = 4 * C
-    dtype = np.dtype(config.dtype)
-
-    def normal(*shape, std=0.02):
-        return (rng.standard_normal(shape) * std).astype(dtype)
-
-    resid_std = 0.02 / math.sqrt(2 * L)
-    params = {"wte": normal(V, C), "wpe": normal(config.n_ctx, C)}
-    for i in range(L):
-        params.update({
-            f"blocks.{i}.ln_1.w": np.ones(C, dtype), f"blocks.{i}.ln_1.b": np.zeros(C, dtype),
-            f"blocks.{i}.attn.w_qkv": normal(C, 3 * H), f"blocks.{i}.attn.b_qkv": np.zeros(3 * H, dtype),
-            f"blocks.{i}.attn.w_proj": normal(H, C, std=resid_std), f"blocks.{i}.attn.b_proj": np.zeros(C, dtype),
-            f"blocks.{i}.ln_2.w": np.ones(C, dtype), f"blocks.{i}.ln_2.b": np.zeros(C, dtype),
-            f"blocks.{i}.mlp.w_fc": normal(C, F), f"blocks.{i}.mlp.b_fc": np.zeros(F, dtype),
-            f"blocks.{i}.mlp.w_proj": normal(F, C, std=resid_std), f"blocks.{i}.mlp.b_proj": np.zeros(C, dtype),
-        })
-    params.update({"ln_f.w": np.ones(C, dtype), "ln_f.b": np.zeros(C, dtype),
-                   "lm_head.w": normal(C, V), "lm_head.b": np.zeros(V, dtype)})
-    return params
-
-
 def param_shapes(config):
-    """name -> shape of every parameter, in the order of ``init_params``."""
-    V, C, H, F = config.vocab_size, config.n_emb, config.head_size, 4 * config.n_emb
+    """name -> shape of every parameter the config's variant has, in a fixed order."""
+    V, C, H, NH = config.vocab_size, config.n_emb, config.head_size, config.n_heads
     shapes = {"wte": (V, C), "wpe": (config.n_ctx, C)}
-    block = {"ln_1.w": (C,), "ln_1.b": (C,), "attn.w_qkv": (C, 3 * H), "attn.b_qkv": (3 * H,),
-             "attn.w_proj": (H, C), "attn.b_proj": (C,), "ln_2.w": (C,), "ln_2.b": (C,),
-             "mlp.w_fc": (C, F), "mlp.b_fc": (F,), "mlp.w_proj": (F, C), "mlp.b_proj": (C,)}
+    block = {"ln_1.w": (C,), "ln_1.b": (C,), "attn.w_qkv": (C, 3 * H), "attn.b_qkv": (3 * H,)}
+    if config.c_attention == "mha":
+        block.update({"attn.w_proj": (H, C), "attn.b_proj": (C,)})
+    else:  # mixture of heads: a gate over the heads, and a projection from one head's width
+        block.update({"attn.w_gate": (C, NH), "attn.b_gate": (NH,), "attn.w_proj": (H // NH, C), "attn.b_proj": (C,)})
+    block.update({"ln_2.w": (C,), "ln_2.b": (C,)})
+    if config.c_network == "mlp":
+        F = 4 * C
+        block.update({"mlp.w_fc": (C, F), "mlp.b_fc": (F,), "mlp.w_proj": (F, C), "mlp.b_proj": (C,)})
+    else:
+        NE, F = config.n_experts, config.moe_expansion * C
+        block.update({"moe.w_gate": (C, NE), "moe.b_gate": (NE,), "moe.w_fc": (NE, C, F), "moe.b_fc": (NE, F),
+                      "moe.w_proj": (NE, F, C), "moe.b_proj": (NE, C)})
     for i in range(config.n_layers):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
-    shapes.update({"ln_f.w": (C,), "ln_f.b": (C,), "lm_head.w": (C, V), "lm_head.b": (V,)})
+    shapes.update({"ln_f.w": (C,), "ln_f.b": (C,)})
+    if not config.weight_tying:
+        shapes["lm_head.w"] = (C, V)
+    shapes["lm_head.b"] = (V,)
     return shapes
+
+
+def init_params(config, rng):
+    """Parameters as GPT-2 initialises them: N(0, 0.02) weights, zero biases, unit LayerNorm gains; the
+    projections that write into the residual stream (``w_proj``) are scaled down by sqrt(2 L) so the stream's
+    variance does not grow with depth."""
+    dtype = np.dtype(config.dtype)
+    resid_std = 0.02 / math.sqrt(2 * config.n_layers)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        leaf = name.rsplit(".", 1)[-1]                  # "w", "b", "w_qkv", "b_fc", "wte", ...
+        if leaf.startswith("b"):
+            params[name] = np.zeros(shape, dtype)
+        elif name.startswith("ln") or ".ln_" in name:
+            params[name] = np.ones(shape, dtype)
+        else:
+            std = resid_std if leaf == "w_proj" else 0.02
+            params[name] = (rng.standard_normal(shape) * std).astype(dtype)
+    return params
 
 
 def block_params(params, i):
     """The parameters of block i under their short names (``ln_1.w``): no copies, the same arrays."""
-    return {name: params[f"blocks.{i}.{name}"] for name in BLOCK_PARAMS}
+    prefix = f"blocks.{i}."
+    return {name[len(prefix):]: p for name, p in params.items() if name.startswith(prefix)}
+
+
+def head_weight(params, config):
+    """lm_head.w (C, V), or the token embedding transposed (a view) when the weights are tied."""
+    return params["wte"].T if config.weight_tying else params["lm_head.w"]
 
 
 def gpt_forward(params, config, idx, rng=None):
-    """idx (B, T) -> logits (B, T, V), cache. Training mode (dropout) when rng is given and config.dropout > 0."""
+    """idx (B, T) -> logits (B, T, V), cache. Training mode (dropout) when rng is given and config.dropout > 0.
+
+    The cache's last item is the summed auxiliary loss of the blocks (mixture-of-experts load balancing; 0.0
+    otherwise), which the training loss adds to the cross-entropy.
+    """
     B, T = idx.shape
     tok, tok_cache = token_embedding_forward(idx, params["wte"])    # (B, T, C)
     pos, pos_cache = position_embedding_forward(T, params["wpe"])   # (T, C)
     x = tok + pos                                                   # (B, T, C)
-    block_caches = []
+    block_caches, aux_loss = [], 0.0
     for i in range(config.n_layers):
-        x, block_cache = block_forward(x, block_params(params, i), config.n_heads, config.dropout, rng)  # (B, T, C)
+        x, aux, block_cache = block_forward(x, block_params(params, i), config, rng)  # (B, T, C)
         block_caches.append(block_cache)
+        aux_loss += aux
     x, lnf_cache = layernorm_forward(x, params["ln_f.w"], params["ln_f.b"])  # (B, T, C)
-    logits, head_cache = linear_forward(x, params["lm_head.w"], params["lm_head.b"])  # (B, T, V)
-    cache = (tok_cache, pos_cache, block_caches, lnf_cache, head_cache)
+    logits, head_cache = linear_forward(x, head_weight(params, config), params["lm_head.b"])  # (B, T, V)
+    cache = (tok_cache, pos_cache, block_caches, lnf_cache, head_cache, aux_loss)
     return logits, cache
 
 
@@ -149,9 +176,9 @@ def gpt_backward(dlogits, cache, config):
 
     The forward read in reverse: head, final LayerNorm, blocks from last to first, then the embeddings.
     """
-    tok_cache, pos_cache, block_caches, lnf_cache, head_cache = cache
+    tok_cache, pos_cache, block_caches, lnf_cache, head_cache, _ = cache
     grads = {}
-    dx, grads["lm_head.w"], grads["lm_head.b"] = linear_backward(dlogits, head_cache)  # (B, T, C)
+    dx, dhead_w, grads["lm_head.b"] = linear_backward(dlogits, head_cache)           # (B, T, C)
     dx, grads["ln_f.w"], grads["ln_f.b"] = layernorm_backward(dx, lnf_cache)          # (B, T, C)
     for i in reversed(range(config.n_layers)):
         dx, block_grads = block_backward(dx, block_caches[i])                         # (B, T, C)
@@ -159,6 +186,10 @@ def gpt_backward(dlogits, cache, config):
     # x = tok + pos: both receive dx; pos was broadcast over the batch
     grads["wpe"] = position_embedding_backward(dx, pos_cache)                         # (n_ctx, C)
     grads["wte"] = token_embedding_backward(dx, tok_cache)                            # (V, C)
+    if config.weight_tying:  # wte is read twice, by the embedding and (transposed) by the head: sum both
+        grads["wte"] += dhead_w.T
+    else:
+        grads["lm_head.w"] = dhead_w
     return {name: grads[name] for name in param_shapes(config)}  # in the parameters' order
 
 
@@ -200,12 +231,16 @@ class GPT:
         return loss
 
     def loss_and_grads(self, idx, targets, rng=None):
-        """Training mode: (loss, grads keyed like params). Dropout masks come from rng (default self.rng)."""
+        """Training mode: (loss, grads keyed like params). Dropout masks come from rng (default self.rng).
+
+        The loss is the one the gradients differentiate: cross-entropy plus, with sparse experts, the weighted
+        load-balancing loss. ``loss()`` (evaluation) is the cross-entropy alone.
+        """
         idx, targets = self._check_idx(idx), self._check_idx(targets, "targets")
         logits, cache = gpt_forward(self.params, self.config, idx, self.rng if rng is None else rng)
         loss, loss_cache = cross_entropy_forward(logits, targets)
         grads = gpt_backward(cross_entropy_backward(loss_cache), cache, self.config)
-        return loss, grads
+        return loss + cache[-1], grads  # cache[-1]: the experts' load-balancing loss, 0.0 without sparse experts
 
     def num_params(self):
         """The exact number of scalars in ``self.params`` (a test checks the formula against the arrays)."""
@@ -221,8 +256,9 @@ class GPT:
             raise BabyError(f"cannot shrink the vocabulary from {old} to {new_vocab_size}")
         extra, C, dtype = new_vocab_size - old, self.config.n_emb, self.params["wte"].dtype
         self.params["wte"] = np.concatenate([self.params["wte"], (rng.standard_normal((extra, C)) * 0.02).astype(dtype)])
-        self.params["lm_head.w"] = np.concatenate(
-            [self.params["lm_head.w"], (rng.standard_normal((C, extra)) * 0.02).astype(dtype)], axis=1)
+        if not self.config.weight_tying:
+            self.params["lm_head.w"] = np.concatenate(
+                [self.params["lm_head.w"], (rng.standard_normal((C, extra)) * 0.02).astype(dtype)], axis=1)
         self.params["lm_head.b"] = np.concatenate([self.params["lm_head.b"], np.zeros(extra, dtype)])
         self.config = dataclasses.replace(self.config, vocab_size=new_vocab_size)
 
@@ -241,26 +277,54 @@ def check_params(params, config):
 
 
 def num_params(config):
-    """P = V C + n_ctx C + L (12 C H / 3 ... ) written out:
+    """The exact parameter count, written out part by part (F = 4C; for experts Fe = moe_expansion * C):
 
-        embeddings  V*C + n_ctx*C
-        per block   4C (two LayerNorms) + C*3H + 3H (qkv) + H*C + C (proj) + C*F + F + F*C + C (MLP), F = 4C
-        final       2C (ln_f) + C*V + V (head)
+        embeddings      V*C + n_ctx*C
+        per block       4C (two LayerNorms) + C*3H + 3H (Q, K, V)
+          mha           + H*C + C (output projection)
+          moh           + C*NH + NH (gate) + hs*C + C (projection from one head's width)
+          mlp           + C*F + F + F*C + C
+          moe           + C*NE + NE (gate) + NE * (C*Fe + Fe + Fe*C + C)
+        final           2C (ln_f) + C*V (head, absent when tied to wte) + V (head bias)
     """
-    V, C, H, L, F = config.vocab_size, config.n_emb, config.head_size, config.n_layers, 4 * config.n_emb
-    per_block = 4 * C + (C * 3 * H + 3 * H) + (H * C + C) + (C * F + F) + (F * C + C)
-    return V * C + config.n_ctx * C + L * per_block + 2 * C + C * V + V
+    V, C, H, NH, L = config.vocab_size, config.n_emb, config.head_size, config.n_heads, config.n_layers
+    per_block = 4 * C + C * 3 * H + 3 * H
+    if config.c_attention == "mha":
+        per_block += H * C + C
+    else:
+        per_block += C * NH + NH + (H // NH) * C + C
+    if config.c_network == "mlp":
+        per_block += 2 * C * 4 * C + 4 * C + C
+    else:
+        NE, Fe = config.n_experts, config.moe_expansion * C
+        per_block += C * NE + NE + NE * (2 * C * Fe + Fe + C)
+    head = (0 if config.weight_tying else C * V) + V
+    return V * C + config.n_ctx * C + L * per_block + 2 * C + head
 
 
 def flops_per_token(config):
-    """Training FLOPs per token: 6 per weight of every matmul (2 forward, 4 backward) plus attention's term.
+    """Training FLOPs per token: 6 per weight of every matmul a token goes through (2 forward, 4 backward),
+    plus attention's T-dependent term.
 
-        matmul weights  N = L (3CH + HC + 2CF) + CV
-        attention       per layer and token, q @ k^T and att @ v each cost 2 T H forward, so 4 T H,
-                        times 3 for forward + backward: 12 L T H, with T = n_ctx (the full T x T is computed)
-        total           F = 6 N + 12 L T H
+        matmul weights   N = L (3CH + mixer + network) + CV
+          mha            HC                    moh   C*NH (gate) + hs*C, plus H: the gated head sum costs 2H
+          mlp            2CF                   moe   C*NE (gate) + 2 C Fe per expert that runs (all NE when
+                                                     dense, moe_top_k when sparse)
+        attention        per layer and token, q @ k^T and att @ v each cost 2 T H forward, so 4 T H, times 3
+                         for forward + backward: 12 L T H, with T = n_ctx (the full T x T is computed)
+        total            F = 6 N + 12 L T H
     Element-wise work (LayerNorm, GELU, softmax, AdamW) and the embedding lookups are not counted.
     """
-    V, C, H, L, F = config.vocab_size, config.n_emb, config.head_size, config.n_layers, 4 * config.n_emb
-    matmul_weights = L * (3 * C * H + H * C + 2 * C * F) + C * V
+    V, C, H, NH, L = config.vocab_size, config.n_emb, config.head_size, config.n_heads, config.n_layers
+    per_block = 3 * C * H
+    if config.c_attention == "mha":
+        per_block += H * C
+    else:
+        per_block += C * NH + (H // NH) * C + H  # the gated head sum costs 2H forward, like H matmul weights
+    if config.c_network == "mlp":
+        per_block += 2 * C * 4 * C
+    else:
+        running = config.moe_top_k or config.n_experts
+        per_block += C * config.n_experts + running * 2 * C * config.moe_expansion * C
+    matmul_weights = L * per_block + C * V
     return 6 * matmul_weights + 12 * L * config.n_ctx * H

@@ -9,6 +9,7 @@ import pytest
 
 from gradcheck import TOLERANCE, grad_error
 from littlebaby import nn
+from littlebaby.model import Config, param_shapes
 from littlebaby.nn.embedding import token_embedding_backward_simple
 
 B, T, C, H, NH, V = 3, 5, 8, 12, 3, 7
@@ -100,29 +101,32 @@ def test_mlp(rng):
     check_layer(rng, nn.mlp_forward, nn.mlp_backward, inputs)
 
 
-def block_param_arrays(rng):
-    return {"ln_1.w": 1 + randn(rng, C) * 0.3, "ln_1.b": randn(rng, C) * 0.3,
-            "attn.w_qkv": randn(rng, C, 3 * H) * 0.4, "attn.b_qkv": randn(rng, 3 * H) * 0.3,
-            "attn.w_proj": randn(rng, H, C) * 0.4, "attn.b_proj": randn(rng, C) * 0.3,
-            "ln_2.w": 1 + randn(rng, C) * 0.3, "ln_2.b": randn(rng, C) * 0.3,
-            "mlp.w_fc": randn(rng, C, 4 * C) * 0.4, "mlp.b_fc": randn(rng, 4 * C) * 0.3,
-            "mlp.w_proj": randn(rng, 4 * C, C) * 0.4, "mlp.b_proj": randn(rng, C) * 0.3}
+VARIANTS = [dict(), dict(c_sequence="post"), dict(c_attention="moh"), dict(c_network="moe"),
+            dict(c_network="moe", moe_top_k=2, moe_aux_weight=0.1),
+            dict(c_sequence="post", c_attention="moh", c_network="moe", moe_top_k=1)]
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())) or "default")
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-def test_block(rng, dropout):
-    x, p = randn(rng, B, T, C), block_param_arrays(rng)
+def test_block(rng, dropout, variant):
+    config = Config(vocab_size=V, n_ctx=T, n_emb=C, head_size=H, n_heads=NH, n_layers=1, dropout=dropout,
+                    dtype="float64", n_experts=3, moe_expansion=2, **variant)
+    p = {name: randn(rng, *shape) * 0.4 + (1.0 if ".ln_" in name and name.endswith(".w") else 0.0)
+         for name, shape in param_shapes(config).items() if name.startswith("blocks.0.")}
+    p = {name.removeprefix("blocks.0."): value for name, value in p.items()}
+    x = randn(rng, B, T, C)
 
     def forward():
-        return nn.block_forward(x, p, NH, dropout, np.random.default_rng(3))
+        return nn.block_forward(x, p, config, np.random.default_rng(3))
 
-    out, cache = forward()
+    out, aux, cache = forward()
     dout = randn(rng, *out.shape)
     dx, grads = nn.block_backward(dout, cache)
     assert set(grads) == set(p) and all(grads[k].shape == p[k].shape for k in p)
 
-    def f():
-        return float(np.sum(forward()[0] * dout))
+    def f():  # the block's aux loss is part of the objective its backward differentiates
+        out, aux, _ = forward()
+        return float(np.sum(out * dout)) + aux
 
     errors = {name: grad_error(f, p[name], grads[name], rng) for name in p}
     errors["x"] = grad_error(f, x, dx, rng)

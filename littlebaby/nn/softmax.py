@@ -1,0 +1,18 @@
+"""Softmax over the last axis, for the gates of mixture of heads and mixture of experts."""
+
+import numpy as np
+
+
+def softmax_forward(x):
+    """x (..., K) -> (..., K), each row positive and summing to 1."""
+    out = x - x.max(axis=-1, keepdims=True)                         # (..., K) for a stable exp
+    np.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+    cache = out  # the backward needs only the output
+    return out, cache
+
+
+def softmax_backward(dout, cache):
+    """dout (..., K) -> dx (..., K) = s * (dout - sum(dout * s))."""
+    s = cache
+    return s * (dout - (dout * s).sum(axis=-1, keepdims=True))      # (..., K)

@@ -1,0 +1,164 @@
+"""The architecture switches: each variant's layers and whole model against finite differences, and each
+combination trains."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from gradcheck import TOLERANCE, grad_error
+from littlebaby import nn
+from littlebaby.model import GPT, Config, num_params
+from littlebaby.nn import moe as moe_module
+from littlebaby.nn.moe import moe_backward, moe_forward
+from littlebaby.nn.moh import moh_backward, moh_forward
+from littlebaby.nn.softmax import softmax_backward, softmax_forward
+from littlebaby.optim import AdamW
+from test_nn import check_layer, randn
+
+B, T, C, H, NH, NE, F = 2, 5, 8, 12, 3, 4, 16
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(77)
+
+
+def test_softmax(rng):
+    check_layer(rng, softmax_forward, softmax_backward, [randn(rng, B, T, NE) * 2])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_mixture_of_heads(rng, dropout):
+    def forward(*arrays):
+        return moh_forward(*arrays, NH, dropout, np.random.default_rng(1))
+
+    hs = H // NH
+    inputs = [randn(rng, B, T, C), randn(rng, C, 3 * H) * 0.5, randn(rng, 3 * H), randn(rng, C, NH),
+              randn(rng, NH), randn(rng, hs, C), randn(rng, C)]
+    check_layer(rng, forward, moh_backward, inputs)
+
+
+def test_mixture_of_heads_is_the_gated_sum_of_heads(rng):
+    x, w_qkv, b_qkv = randn(rng, B, T, C), randn(rng, C, 3 * H), randn(rng, 3 * H)
+    w_gate, b_gate = randn(rng, C, NH), randn(rng, NH)
+    hs = H // NH
+    out, _ = moh_forward(x, w_qkv, b_qkv, w_gate, b_gate, np.eye(hs), np.zeros(hs), NH)  # (B, T, hs)
+    heads, _ = nn.attention.heads_forward(x, w_qkv, b_qkv, NH)                             # (B, T, NH, hs)
+    gate = np.exp(x @ w_gate + b_gate)
+    gate /= gate.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, np.einsum("btn,btnd->btd", gate, heads), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("top_k, aux_weight", [(0, 0.0), (1, 0.3), (2, 0.3), (4, 0.3)])
+def test_mixture_of_experts(rng, top_k, aux_weight):
+    inputs = [randn(rng, B, T, C), randn(rng, C, NE), randn(rng, NE), randn(rng, NE, C, F) * 0.5,
+              randn(rng, NE, F), randn(rng, NE, F, C) * 0.5, randn(rng, NE, C)]
+    out, aux, cache = moe_forward(*inputs, top_k, aux_weight)
+    dout = randn(rng, *out.shape)
+    dx, *grads = moe_backward(dout, cache)
+
+    def f():
+        out, aux, _ = moe_forward(*inputs, top_k, aux_weight)
+        return float(np.sum(out * dout)) + aux
+
+    errors = [grad_error(f, x, g, rng) for x, g in zip(inputs, [dx, *grads])]
+    assert max(errors) < TOLERANCE, errors
+    assert (aux > 0) == (top_k > 0)
+
+
+def test_dense_experts_are_the_gate_weighted_sum(rng):
+    x, w_gate, b_gate = randn(rng, B, T, C), randn(rng, C, NE), randn(rng, NE)
+    w_fc, b_fc, w_proj, b_proj = randn(rng, NE, C, F), randn(rng, NE, F), randn(rng, NE, F, C), randn(rng, NE, C)
+    out, _, _ = moe_forward(x, w_gate, b_gate, w_fc, b_fc, w_proj, b_proj)
+    gate = np.exp(x @ w_gate + b_gate)
+    gate /= gate.sum(-1, keepdims=True)
+    expected = sum(gate[..., e, None] * nn.mlp_forward(x, w_fc[e], b_fc[e], w_proj[e], b_proj[e])[0]
+                   for e in range(NE))
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_sparse_routing_skips_the_unchosen_experts(rng, monkeypatch):
+    rows_seen = []
+    real_mlp_forward = moe_module.mlp_forward
+    monkeypatch.setattr(moe_module, "mlp_forward", lambda x, *w: (rows_seen.append(len(x)), real_mlp_forward(x, *w))[1])
+    inputs = [randn(rng, B, T, C), randn(rng, C, NE), randn(rng, NE), randn(rng, NE, C, F),
+              randn(rng, NE, F), randn(rng, NE, F, C), randn(rng, NE, C)]
+    moe_forward(*inputs, top_k=2)
+    assert len(rows_seen) == NE and sum(rows_seen) == B * T * 2  # each token ran exactly 2 experts
+    rows_seen.clear()
+    moe_forward(*inputs, top_k=0)
+    assert sum(rows_seen) == B * T * NE
+
+
+def test_load_balancing_loss_is_its_weight_when_the_load_is_even():
+    N = 8
+    probs_even = np.full((N, NE), 1.0 / NE)
+    weights = moe_module.route(probs_even + np.eye(N, NE) * 1e-3, 1)  # token n prefers expert n % NE
+    assert np.allclose(weights.sum(axis=1), 1.0) and np.all((weights > 0).sum(axis=1) == 1)
+
+
+SWITCHES = dict(c_sequence=["pre", "post"], c_attention=["mha", "moh"], c_network=["mlp", "moe"],
+                moe_top_k=[0, 2], weight_tying=[False, True])
+COMBINATIONS = [dict(zip(SWITCHES, values)) for values in itertools.product(*SWITCHES.values())
+                if not (values[2] == "mlp" and values[3] == 2)]  # top_k means nothing without experts
+TINY = dict(vocab_size=11, n_ctx=8, n_emb=12, head_size=16, n_heads=4, n_layers=2, batch_size=3, n_experts=3,
+            moe_expansion=2, moe_aux_weight=0.05)
+
+
+def nontrivial_gpt(variant, dtype="float64", dropout=0.0):
+    """Random parameters large enough that every gradient is well above the finite differences' rounding
+    (post-norm's first attention sees raw embeddings: at 0.02 scale its Q and K gradients are ~1e-4)."""
+    gpt = GPT(Config(**TINY, **variant, dropout=dropout, dtype=dtype), seed=0)
+    rng = np.random.default_rng(100)
+    for p in gpt.params.values():
+        p += (rng.standard_normal(p.shape) * 0.3).astype(p.dtype)
+    return gpt
+
+
+@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_whole_model_gradients_for_every_combination(variant):
+    gpt = nontrivial_gpt(variant, dropout=0.1)
+    rng = np.random.default_rng(5)
+    idx, targets = rng.integers(0, 11, (3, 6)), rng.integers(0, 11, (3, 6))
+    loss, grads = gpt.loss_and_grads(idx, targets, rng=np.random.default_rng(9))
+    assert list(grads) == list(gpt.params)
+    assert gpt.num_params() == sum(p.size for p in gpt.params.values())
+
+    def f():
+        return gpt.loss_and_grads(idx, targets, rng=np.random.default_rng(9))[0]
+
+    errors = {name: grad_error(f, gpt.params[name], grads[name], rng, n_probes=4) for name in gpt.params}
+    assert max(errors.values()) < TOLERANCE, {k: v for k, v in errors.items() if v >= TOLERANCE}
+
+
+@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_every_combination_trains(variant):
+    gpt = GPT(Config(**TINY, **variant, dropout=0.0, lr=1e-2), seed=1)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 11, (4, 8))
+    targets = np.roll(idx, -1, axis=1)
+    opt = AdamW(gpt.params, lr=1e-2)
+    losses = []
+    for _ in range(25):
+        loss, grads = gpt.loss_and_grads(idx, targets)
+        opt.step(gpt.params, grads)
+        losses.append(loss)
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_weight_tying_shares_one_array():
+    gpt = GPT(Config(**TINY, weight_tying=True))
+    assert "lm_head.w" not in gpt.params
+    assert num_params(gpt.config) == num_params(Config(**TINY)) - 12 * 11
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"c_sequence": "middle"}, "'c_sequence' must be of type 'pre' | 'post'"),
+    ({"c_network": "moe", "moe_top_k": 5}, "moe_top_k (5) must be between 0"),
+    ({"moe_aux_weight": -1.0}, "'moe_aux_weight' must be >= 0"),
+])
+def test_switch_values_are_checked(data, message):
+    with pytest.raises(Exception) as err:
+        Config.from_dict({**TINY, **data})
+    assert message in str(err.value)
