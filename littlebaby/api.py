@@ -30,7 +30,7 @@ from littlebaby.train import Plan, TrainConfig, make_plan, new_history, run_trai
 # `baby train` with no options: about 5 minutes on a 2-core CPU (see README for the measured figures)
 DEFAULT_MODEL = {"n_ctx": 64, "n_emb": 128, "head_size": 128, "n_heads": 16, "n_layers": 4, "dropout": 0.1,
                  "batch_size": 16, "lr": 1e-3}
-MODEL_KEYS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr", "dtype")
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "vocab_size")  # vocab: the tokenizer's
 FINETUNE_MODEL_KEYS = ("dropout", "batch_size", "lr")    # the rest is the parent's shape
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
