@@ -201,6 +201,10 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
     seconds = time.perf_counter() - start
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     text_path, json_path = loaded.paths.generation(stamp)
+    for n in range(2, 1000):   # two generations in the same second keep both files
+        if not text_path.exists():
+            break
+        text_path, json_path = loaded.paths.generation(f"{stamp}-{n}")
     tokens_per_s = max_tokens / seconds if seconds > 0 else 0.0
     atomic_write_text(text_path, text)
     atomic_write_json(json_path, {"run": loaded.guid, "prompt": prompt, "max_tokens": max_tokens,

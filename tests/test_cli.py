@@ -1,0 +1,91 @@
+"""`baby` end to end on a tiny corpus: train, runs, generate, finetune, resume, and the error contract."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from littlebaby.cli import main
+from littlebaby.runs import RunPaths, run_ids
+
+TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
+        "--batch-size", "4", "--lr", "0.01"]
+TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path
+
+
+def baby(*args):
+    return main([str(a) for a in args])
+
+
+def test_train_runs_generate_finetune(work, capsys):
+    assert baby("train", "--data", work / "tiny.txt", "--steps", "6", "--out", work, *TINY) == 0
+    (guid,) = run_ids(work)
+    err = capsys.readouterr().err
+    assert f"run {guid}: complete after 6/6 steps" in err and "completion_" in err
+    for path in (RunPaths(work, guid).config, RunPaths(work, guid).completion, RunPaths(work, guid).report_png):
+        assert path.exists()
+
+    assert baby("runs", "--out", work) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["GUID", "DATE"] and table[1].startswith(guid) and "6/6" in table[1]
+
+    assert baby("generate", "last", "--prompt", "ANNE:", "--max-tokens", "12", "--seed", "1", "--out", work) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ANNE:") and len(out.rstrip("\n")) <= 17 and "saved to" in err
+    assert baby("generate", guid[:5], "--prompt", "ANNE:", "--max-tokens", "12", "--seed", "1", "--no-cache",
+                "--temperature", "0.5", "--top-k", "3", "--top-p", "0.9", "--out", work) == 0
+
+    (work / "more.txt").write_text("CLEO:\nXylophones, zithers!\n\n" * 20, encoding="utf-8")
+    assert baby("finetune", "last", "--data", work / "more.txt", "--steps", "3", "--quiet", "--out", work) == 0
+    assert run_ids(work) == sorted([guid, guid + "_finetuned"])
+    assert baby("generate", "last", "--prompt", "CLEO:", "--max-tokens", "5", "--out", work) == 0
+    assert baby("finetune", guid, "--data", work / "more.txt", "--steps", "3", "--quiet", "--out", work) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_errors_are_one_line_and_exit_2(work, capsys):
+    assert baby("generate", "last", "--out", work) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no runs in") and err.count("\n") == 1 and "Traceback" not in err
+    assert baby("train", "--data", work / "missing.txt", "--out", work, *TINY) == 2
+    assert capsys.readouterr().err.startswith("error: data file not found")
+    baby("train", "--data", work / "tiny.txt", "--steps", "2", "--quiet", "--out", work, *TINY)
+    assert baby("generate", "last", "--prompt", "Zürich", "--out", work) == 2
+    assert "'ü'" in capsys.readouterr().err
+    assert baby("train", "--resume", "last", "--steps", "4", "--out", work) == 2
+
+
+def test_one_budget_only(work, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        baby("train", "--steps", "3", "--epochs", "1")
+    assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_config_file_and_resume(work, capsys):
+    options = {"n_ctx": 8, "n_emb": 16, "head_size": 16, "n_heads": 2, "n_layers": 1, "batch_size": 4,
+               "steps": 5, "completion_tokens": 0}
+    (work / "c.json").write_text(json.dumps(options), encoding="utf-8")
+    assert baby("train", "--data", work / "tiny.txt", "--config", work / "c.json", "--quiet", "--out", work) == 0
+    (guid,) = run_ids(work)
+    record = json.loads(RunPaths(work, guid).config.read_text(encoding="utf-8"))
+    assert record["model"]["n_emb"] == 16 and record["plan"]["steps"] == 5
+    assert baby("train", "--resume", guid, "--out", work) == 2
+    assert "already complete" in capsys.readouterr().err
+    (work / "bad.json").write_text(json.dumps({"n_embd": 3}), encoding="utf-8")
+    assert baby("train", "--config", work / "bad.json", "--out", work) == 2
+    assert "unknown option 'n_embd'" in capsys.readouterr().err
+
+
+def test_python_dash_m_help():
+    result = subprocess.run([sys.executable, "-m", "littlebaby", "--help"], capture_output=True, text=True,
+                            encoding="utf-8", timeout=60)
+    assert result.returncode == 0
+    for command in ("train", "finetune", "generate", "runs"):
+        assert command in result.stdout

@@ -1,0 +1,106 @@
+"""Sampling: greedy, top-k, top-p, temperature, the context crop, streaming, and `generate` files."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import littlebaby.api as api
+from littlebaby.errors import BabyError
+from littlebaby.generate import FullContextStepper, check_settings, sample_next, sample_text
+from littlebaby.model import GPT, Config
+from littlebaby.tokenizers import train_tokenizer
+
+TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+
+
+@pytest.fixture(scope="module")
+def model():
+    tok = train_tokenizer("char", TEXT)
+    cfg = Config(vocab_size=tok.vocab_size, n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1)
+    return GPT(cfg, seed=0), tok
+
+
+def test_temperature_zero_is_argmax():
+    logits = np.array([0.1, 2.0, -1.0, 1.9])
+    assert sample_next(logits, temperature=0, rng=np.random.default_rng(0)) == 1
+
+
+def test_top_k_one_is_argmax_and_k_past_the_vocab_is_clamped():
+    rng = np.random.default_rng(0)
+    logits = np.array([0.0, 0.5, 0.4])
+    assert {sample_next(logits, 5.0, top_k=1, rng=rng) for _ in range(50)} == {1}
+    assert {sample_next(logits, 1.0, top_k=100, rng=rng) for _ in range(300)} == {0, 1, 2}
+
+
+def test_top_k_keeps_only_the_k_likeliest():
+    rng = np.random.default_rng(1)
+    logits = np.log(np.array([0.4, 0.1, 0.3, 0.2]))
+    assert {sample_next(logits, 1.0, top_k=2, rng=rng) for _ in range(300)} == {0, 2}
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    rng = np.random.default_rng(2)
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert {sample_next(logits, 1.0, top_p=0.6, rng=rng) for _ in range(400)} == {0, 1}
+    assert {sample_next(logits, 1.0, top_p=0.5, rng=rng) for _ in range(100)} == {0}
+    assert {sample_next(logits, 1.0, top_p=0.01, rng=rng) for _ in range(100)} == {0}
+
+
+def test_samples_follow_the_softmax():
+    rng = np.random.default_rng(3)
+    logits = np.array([1.0, 0.0, -1.0, 0.5])
+    for temperature in (1.0, 2.0):
+        draws = np.array([sample_next(logits, temperature, rng=rng) for _ in range(20000)])
+        freq = np.bincount(draws, minlength=4) / draws.size
+        p = np.exp(logits / temperature) / np.exp(logits / temperature).sum()
+        np.testing.assert_allclose(freq, p, atol=0.015)
+
+
+def test_settings_are_checked():
+    for bad in (dict(max_tokens=-1), dict(temperature=-0.5), dict(top_k=0), dict(top_p=0.0), dict(top_p=1.5)):
+        settings = dict(max_tokens=5, temperature=1.0, top_k=None, top_p=None) | bad
+        with pytest.raises(BabyError):
+            check_settings(**settings)
+
+
+def test_context_is_cropped_to_n_ctx(model):
+    gpt, tok = model
+    ids = tok.encode(TEXT[:30])
+    stepper = FullContextStepper(gpt)
+    logits = stepper.start(ids)
+    np.testing.assert_array_equal(logits, gpt.forward(ids[None, -8:])[0, -1])
+    logits = stepper.push(3)
+    np.testing.assert_array_equal(logits, gpt.forward(np.append(ids, 3)[None, -8:])[0, -1])
+
+
+def test_streamed_text_is_the_returned_text_and_seeded(model):
+    gpt, tok = model
+    stream = io.StringIO()
+    text = sample_text(gpt, tok, "ANNE:", 40, rng=np.random.default_rng(5), stream=stream)
+    assert stream.getvalue() == text and text.startswith("ANNE:") and len(text) == 45
+    assert sample_text(gpt, tok, "ANNE:", 40, rng=np.random.default_rng(5)) == text
+    greedy = sample_text(gpt, tok, "", 10, temperature=0, rng=np.random.default_rng(0))
+    assert greedy == sample_text(gpt, tok, "", 10, temperature=0, rng=np.random.default_rng(99))
+    assert sample_text(gpt, tok, "BEN", 10, use_cache=False, rng=np.random.default_rng(1)) == \
+        sample_text(gpt, tok, "BEN", 10, use_cache=True, rng=np.random.default_rng(1))
+
+
+def test_prompt_outside_the_vocab_names_the_characters(model):
+    gpt, tok = model
+    with pytest.raises(BabyError, match="'@'"):
+        sample_text(gpt, tok, "ROMEO@", 5, rng=np.random.default_rng(0))
+
+
+def test_generate_writes_text_and_settings(tmp_path):
+    (tmp_path / "t.txt").write_text(TEXT, encoding="utf-8")
+    run = api.train(data=tmp_path / "t.txt", out=tmp_path, steps=3, quiet=True, n_ctx=8, n_emb=16, head_size=16,
+                    n_heads=2, n_layers=1, batch_size=4, completion_tokens=0)
+    result = api.generate("last", prompt="BEN:", max_tokens=25, temperature=0.8, top_k=5, seed=1, out=tmp_path)
+    assert result.path.name.startswith(f"completion_{run.guid}_") and len(result.path.stem.split("_")[-1]) == 14
+    assert result.path.read_text(encoding="utf-8") == result.text and result.text.startswith("BEN:")
+    settings = json.loads(result.path.with_suffix(".json").read_text(encoding="utf-8"))
+    assert settings["prompt"] == "BEN:" and settings["top_k"] == 5 and settings["tokens_per_s"] > 0
+    again = api.generate(run.guid[:6], prompt="BEN:", max_tokens=25, temperature=0.8, top_k=5, seed=1, out=tmp_path)
+    assert again.text == result.text
