@@ -150,24 +150,31 @@ def head_weight(params, config):
     return params["wte"].T if config.weight_tying else params["lm_head.w"]
 
 
-def gpt_forward(params, config, idx, rng=None):
+def gpt_forward(params, config, idx, rng=None, kv_cache=None):
     """idx (B, T) -> logits (B, T, V), cache. Training mode (dropout) when rng is given and config.dropout > 0.
 
     The cache's last item is the summed auxiliary loss of the blocks (mixture-of-experts load balancing; 0.0
     otherwise), which the training loss adds to the cross-entropy.
+
+    With a ``kv_cache`` (generation, see littlebaby.kvcache) idx holds only the new tokens: they take positions
+    kv_cache.length .. and attend to everything cached before them.
     """
     B, T = idx.shape
+    start = 0 if kv_cache is None else kv_cache.length
     tok, tok_cache = token_embedding_forward(idx, params["wte"])    # (B, T, C)
-    pos, pos_cache = position_embedding_forward(T, params["wpe"])   # (T, C)
+    pos, pos_cache = position_embedding_forward(T, params["wpe"], start)  # (T, C)
     x = tok + pos                                                   # (B, T, C)
     block_caches, aux_loss = [], 0.0
     for i in range(config.n_layers):
-        x, aux, block_cache = block_forward(x, block_params(params, i), config, rng)  # (B, T, C)
+        kv = None if kv_cache is None else kv_cache.slot(i)
+        x, aux, block_cache = block_forward(x, block_params(params, i), config, rng, kv)  # (B, T, C)
         block_caches.append(block_cache)
         aux_loss += aux
     x, lnf_cache = layernorm_forward(x, params["ln_f.w"], params["ln_f.b"])  # (B, T, C)
     logits, head_cache = linear_forward(x, head_weight(params, config), params["lm_head.b"])  # (B, T, V)
     cache = (tok_cache, pos_cache, block_caches, lnf_cache, head_cache, aux_loss)
+    if kv_cache is not None:
+        kv_cache.length += T
     return logits, cache
 
 

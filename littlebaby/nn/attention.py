@@ -13,20 +13,22 @@ from littlebaby.nn.dropout import dropout_backward, dropout_forward
 from littlebaby.nn.linear import linear_backward, linear_forward
 
 
-@lru_cache(maxsize=16)
-def causal_mask(T):
-    """(T, T) bool, True above the diagonal: the future positions a query may not see."""
-    mask = np.triu(np.ones((T, T), dtype=bool), k=1)                # (T, T)
+@lru_cache(maxsize=64)
+def causal_mask(T, S=None):
+    """(T, S) bool, True where a query may not look: the last T of S positions are the queries, so query i sits
+    at position S - T + i and sees keys 0 .. S - T + i. S defaults to T (no cached past)."""
+    S = T if S is None else S
+    mask = np.triu(np.ones((T, S), dtype=bool), k=S - T + 1)        # (T, S)
     mask.flags.writeable = False
     return mask
 
 
-def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_heads, dropout=0.0, rng=None):
+def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_heads, dropout=0.0, rng=None, kv=None):
     """x (B, T, C) -> (B, T, C): the heads' outputs side by side, projected back to C.
 
-    Dropout (on the attention weights) is active when rng is given and dropout > 0.
+    Dropout (on the attention weights) is active when rng is given and dropout > 0. ``kv``: see heads_forward.
     """
-    y, heads_cache = heads_forward(x, w_qkv, b_qkv, n_heads, dropout, rng)  # (B, T, NH, hs)
+    y, heads_cache = heads_forward(x, w_qkv, b_qkv, n_heads, dropout, rng, kv)  # (B, T, NH, hs)
     B, T, NH, hs = y.shape
     out, proj_cache = linear_forward(y.reshape(B, T, NH * hs), w_proj, b_proj)  # (B, T, C)
     cache = (heads_cache, proj_cache)
@@ -41,19 +43,28 @@ def attention_backward(dout, cache):
     return dx, dw_qkv, db_qkv, dw_proj, db_proj
 
 
-def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None):
+def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
     """x (B, T, C) -> y (B, T, NH, hs): every head's causal attention output, before they are combined.
 
     Shared by multi-head attention (concatenate, project) and mixture of heads (gate, sum, project).
+    ``kv`` is for generation with a KV cache (no backward): ``(k_all, v_all, start)`` with k_all, v_all
+    (B, NH, n_ctx, hs) holding the keys and values of positions 0 .. start-1; the new tokens' keys and values
+    are written at start .. start+T-1 and the queries attend over all S = start + T positions.
     """
     B, T, C = x.shape
     hs = w_qkv.shape[1] // 3 // n_heads
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)                # (B, T, 3H)
     qkv = qkv.reshape(B, T, 3, n_heads, hs).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, hs) a view
     q, k, v = qkv                                                   # each (B, NH, T, hs)
-    att = q @ k.transpose(0, 1, 3, 2)                               # (B, NH, T, T)
+    if kv is not None:
+        k_all, v_all, start = kv
+        k_all[:, :, start:start + T] = k
+        v_all[:, :, start:start + T] = v
+        k, v = k_all[:, :, :start + T], v_all[:, :, :start + T]     # (B, NH, S, hs)
+    S = k.shape[2]
+    att = q @ k.transpose(0, 1, 3, 2)                               # (B, NH, T, S)
     att *= 1.0 / math.sqrt(hs)
-    att[:, :, causal_mask(T)] = -np.inf
+    att[:, :, causal_mask(T, S)] = -np.inf
     att -= att.max(axis=-1, keepdims=True)                          # (B, NH, T, T) for a stable exp
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)                          # (B, NH, T, T) softmax: rows sum to 1

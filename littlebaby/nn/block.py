@@ -23,11 +23,11 @@ NETWORK_PARAMS = {"mlp": ("mlp.w_fc", "mlp.b_fc", "mlp.w_proj", "mlp.b_proj"),
                   "moe": ("moe.w_gate", "moe.b_gate", "moe.w_fc", "moe.b_fc", "moe.w_proj", "moe.b_proj")}
 
 
-def mixer_forward(x, p, config, rng):
+def mixer_forward(x, p, config, rng, kv=None):
     """x (B, T, C) -> (B, T, C): the attention variant the config names."""
     weights = [p[name] for name in MIXER_PARAMS[config.c_attention]]
     forward = attention_forward if config.c_attention == "mha" else moh_forward
-    return forward(x, *weights, config.n_heads, config.dropout, rng)
+    return forward(x, *weights, config.n_heads, config.dropout, rng, kv)
 
 
 def network_forward(x, p, config):
@@ -39,11 +39,12 @@ def network_forward(x, p, config):
     return out, 0.0, cache
 
 
-def block_forward(x, p, config, rng=None):
-    """x (B, T, C) -> out (B, T, C), aux_loss (float), cache. ``p``: the block's parameters by short name."""
+def block_forward(x, p, config, rng=None, kv=None):
+    """x (B, T, C) -> out (B, T, C), aux_loss (float), cache. ``p``: the block's parameters by short name.
+    ``kv``: this block's KV cache slot when generating (see attention.heads_forward)."""
     pre = config.c_sequence == "pre"
     h, ln1_cache = layernorm_forward(x, p["ln_1.w"], p["ln_1.b"]) if pre else (x, None)  # (B, T, C)
-    a, mixer_cache = mixer_forward(h, p, config, rng)               # (B, T, C)
+    a, mixer_cache = mixer_forward(h, p, config, rng, kv)           # (B, T, C)
     a, mixer_drop_cache = dropout_forward(a, config.dropout, rng)   # (B, T, C)
     x = x + a                                                       # (B, T, C) residual
     if not pre:

@@ -12,9 +12,9 @@ from littlebaby.nn.linear import linear_backward, linear_forward
 from littlebaby.nn.softmax import softmax_backward, softmax_forward
 
 
-def moh_forward(x, w_qkv, b_qkv, w_gate, b_gate, w_proj, b_proj, n_heads, dropout=0.0, rng=None):
-    """x (B, T, C) -> (B, T, C)."""
-    y, heads_cache = heads_forward(x, w_qkv, b_qkv, n_heads, dropout, rng)  # (B, T, NH, hs)
+def moh_forward(x, w_qkv, b_qkv, w_gate, b_gate, w_proj, b_proj, n_heads, dropout=0.0, rng=None, kv=None):
+    """x (B, T, C) -> (B, T, C). ``kv``: the KV cache slot for generation, see heads_forward."""
+    y, heads_cache = heads_forward(x, w_qkv, b_qkv, n_heads, dropout, rng, kv)  # (B, T, NH, hs)
     gate_logits, gate_cache = linear_forward(x, w_gate, b_gate)     # (B, T, NH)
     gate, gate_softmax_cache = softmax_forward(gate_logits)         # (B, T, NH) sums to 1 over heads
     mixed = (gate[:, :, None, :] @ y)[:, :, 0, :]                   # (B, T, hs) sum_h gate_h * y_h

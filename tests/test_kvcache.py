@@ -1,0 +1,75 @@
+"""The KV cache: cached generation computes exactly what recomputing the window does, for every variant."""
+
+import time
+
+import numpy as np
+import pytest
+
+from littlebaby.kvcache import CachedStepper, KVCache, UncachedStepper, window_start
+from littlebaby.model import GPT, Config
+from test_variants import COMBINATIONS, TINY
+
+
+def test_window_grows_to_n_ctx_then_restarts_at_half():
+    n_ctx = 6
+    starts = [window_start(n, n_ctx) for n in range(1, 20)]
+    lengths = [n - s for n, s in zip(range(1, 20), starts)]
+    assert lengths[:6] == [1, 2, 3, 4, 5, 6]
+    assert lengths[6:] == ([3, 4, 5, 6] * 4)[:13]
+    assert all(3 <= length <= n_ctx for length in lengths[6:])
+    assert [window_start(n, 1) for n in range(1, 5)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_cached_equals_uncached_at_every_step(variant):
+    """Prefill a prompt, then step well past n_ctx so the window restarts twice; logits agree at every step."""
+    gpt = GPT(Config(**TINY, **variant, dropout=0.1), seed=2)  # dropout must be off in generation
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(0, gpt.config.vocab_size, (3, 5))     # (B, T0)
+    cached, uncached = CachedStepper(gpt), UncachedStepper(gpt)
+    a, b = cached.start(prompt), uncached.start(prompt)
+    for step in range(20):  # n_ctx = 8: windows restart at 9, 14, 19 tokens
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"step {step}")
+        next_ids = a.argmax(axis=-1)                            # (B,) greedy
+        a, b = cached.push(next_ids), uncached.push(next_ids)
+    assert cached.tokens.shape == (3, 25)
+
+
+def test_a_long_prompt_starts_in_the_right_window():
+    gpt = GPT(Config(**TINY), seed=0)
+    prompt = np.random.default_rng(1).integers(0, 11, (2, 19))
+    np.testing.assert_allclose(CachedStepper(gpt).start(prompt), UncachedStepper(gpt).start(prompt), atol=1e-5)
+    s = window_start(19, 8)
+    np.testing.assert_allclose(CachedStepper(gpt).start(prompt), gpt.forward(prompt[:, s:])[:, -1], atol=1e-5)
+
+
+def test_cache_is_preallocated_and_fills_in_place():
+    config = Config(**TINY)
+    cache = KVCache(config, batch_size=2)
+    buffers = [id(k) for k in cache.keys]
+    stepper = CachedStepper(GPT(config))
+    stepper.cache = cache
+    stepper.tokens = np.zeros((2, 3), dtype=np.int64)
+    stepper._prefill()
+    assert cache.length == 3 and [id(k) for k in cache.keys] == buffers
+    assert cache.keys[0].shape == (2, 4, 8, 4) and cache.keys[0][:, :, 3:].sum() == 0
+
+
+def test_cached_step_cost_does_not_grow_with_the_context():
+    """Per-token work is O(context): one step late in the window costs about what an early one does, while
+    recomputing the window costs many times more."""
+    gpt = GPT(Config(vocab_size=65, n_ctx=256, n_emb=64, head_size=64, n_heads=4, n_layers=2))
+    prompt = np.zeros((1, 250), dtype=np.int64)
+    cached, uncached = CachedStepper(gpt), UncachedStepper(gpt)
+    cached.start(prompt), uncached.start(prompt)
+
+    def median_time(stepper, n=5):
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            stepper.push(np.zeros(1, dtype=np.int64))
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    assert median_time(uncached) > 5 * median_time(cached)
