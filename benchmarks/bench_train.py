@@ -1,0 +1,281 @@
+"""Train-step speed of littlebaby against the PyTorch reference model, on identical shapes, in one process.
+
+    python benchmarks/bench_train.py                      # S, M, L, 20 timed steps each, generation, corpus
+    python benchmarks/bench_train.py --configs S --steps 5 --skip-generate --skip-corpus   # a quick look
+
+For each config the two models take turns, one train step each (forward + backward + AdamW), so a burst of
+load on the shared machine lands on both; who goes first alternates. The table reports median step times,
+tokens/s, the ratio (>1: littlebaby is faster), our achieved GFLOP/s from ``littlebaby.model.flops_per_token``
+and its fraction of the float32 matmul ceiling measured at the start of the run (a large ``np.matmul``), and
+the peak RSS of each model's steps on their own (the kernel's high-water mark, reset between measurements).
+
+The PyTorch side is ``tests/torch_reference.py`` (plain eager torch, default thread count, no compile), with
+its own AdamW (decay on matrices only, like ours) and ``torch.nn.functional.dropout`` for dropout, so that it
+pays no NumPy mask cost. littlebaby uses its own seeded masks.
+"""
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from littlebaby.model import GPT, Config, flops_per_token  # noqa: E402
+from littlebaby.optim import AdamW  # noqa: E402
+
+# The issue's three shapes; vocabulary 65 (Tiny Shakespeare's characters).
+CONFIGS = {
+    "S": dict(n_ctx=64, n_emb=128, head_size=128, n_heads=16, n_layers=4, batch_size=16, dropout=0.1),
+    "M": dict(n_ctx=64, n_emb=128, head_size=128, n_heads=4, n_layers=4, batch_size=12, dropout=0.0),
+    "L": dict(n_ctx=256, n_emb=384, head_size=384, n_heads=6, n_layers=6, batch_size=64, dropout=0.2),
+}
+VOCAB = 65
+LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.99), 1e-8, 0.1
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    ours_s: float             # median seconds per train step
+    torch_s: float
+    tokens: int               # tokens per step, B * n_ctx
+    flops_per_token: int
+    ours_rss_mb: float        # peak RSS while only our steps ran
+    torch_rss_mb: float
+
+
+# --- memory: the kernel's peak-RSS high-water mark, which Linux lets a process reset ----------------------------
+
+def reset_peak_rss():
+    """Writing 5 to clear_refs resets VmHWM (Linux >= 4.0); elsewhere the peak is simply never reset."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb():
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status: peak RSS needs Linux")
+
+
+# --- the ceiling ---------------------------------------------------------------------------------------------
+
+def matmul_ceiling_gflops(n=2048, repeats=7):
+    """Best-of-repeats GFLOP/s of one (n, n) @ (n, n) float32 product: what BLAS can do on this machine."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)              # (n, n)
+    b = rng.standard_normal((n, n), dtype=np.float32)              # (n, n)
+    out = np.empty((n, n), dtype=np.float32)                       # (n, n)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+# --- one train step of each model ----------------------------------------------------------------------------
+
+def make_ours(cfg):
+    gpt = GPT(cfg, seed=0)
+    opt = AdamW(gpt.params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+
+    def step(idx, targets):
+        _, grads = gpt.loss_and_grads(idx, targets)
+        opt.step(gpt.params, grads)
+
+    return gpt, step
+
+
+def make_torch(cfg, params):
+    import torch
+    import torch.nn.functional as F
+    from torch_reference import TorchGPT, block, layer_norm
+
+    ref = TorchGPT(cfg, params)
+    decay = [t for t in ref.params.values() if t.ndim >= 2]
+    no_decay = [t for t in ref.params.values() if t.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=LR, betas=BETAS, eps=EPS)
+    p = cfg.dropout
+
+    def drop(x):
+        return F.dropout(x, p, training=True) if p > 0 else x
+
+    def forward(idx):
+        # the reference's forward, with torch's own dropout in place of its shared NumPy masks
+        x = ref.params["wte"][idx] + ref.params["wpe"][:idx.shape[1]]  # (B, T, C)
+        for i in range(cfg.n_layers):
+            x = block(x, ref.block_params(i), cfg.n_heads, drop)       # (B, T, C)
+        x = layer_norm(x, ref.params["ln_f.w"], ref.params["ln_f.b"])  # (B, T, C)
+        return x @ ref.params["lm_head.w"] + ref.params["lm_head.b"]  # (B, T, V)
+
+    def step(idx, targets):
+        idx_t, targets_t = torch.from_numpy(idx), torch.from_numpy(targets)
+        logits = forward(idx_t)                                        # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets_t.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def timed(step, idx, targets):
+    start = time.perf_counter()
+    step(idx, targets)
+    return time.perf_counter() - start
+
+
+def bench_config(name, steps, warmup, seed=0):
+    cfg = Config(vocab_size=VOCAB, lr=LR, dtype="float32", **CONFIGS[name])
+    rng = np.random.default_rng(seed)
+    shape = (cfg.batch_size, cfg.n_ctx)
+    batches = [(rng.integers(0, VOCAB, shape), rng.integers(0, VOCAB, shape)) for _ in range(4)]
+    gpt, ours = make_ours(cfg)
+    theirs = make_torch(cfg, gpt.params)
+    # warm up each alone, measuring its peak memory on the way
+    reset_peak_rss()
+    for i in range(warmup):
+        ours(*batches[i % 4])
+    ours_rss = peak_rss_mb()
+    reset_peak_rss()
+    for i in range(warmup):
+        theirs(*batches[i % 4])
+    torch_rss = peak_rss_mb()
+    ours_times, torch_times = [], []
+    for i in range(steps):
+        batch = batches[i % 4]
+        if i % 2 == 0:
+            ours_times.append(timed(ours, *batch))
+            torch_times.append(timed(theirs, *batch))
+        else:
+            torch_times.append(timed(theirs, *batch))
+            ours_times.append(timed(ours, *batch))
+    return Result(name, statistics.median(ours_times), statistics.median(torch_times),
+                  cfg.batch_size * cfg.n_ctx, flops_per_token(cfg), ours_rss, torch_rss)
+
+
+# --- generation and corpus preparation, when the package offers them ----------------------------------------
+
+def bench_generate(n_tokens):
+    """Tokens/s sampling n_tokens from an S-sized model, or a note saying why it was skipped."""
+    try:
+        from littlebaby import generate as generation
+    except ImportError:
+        return "skipped: littlebaby.generate does not exist yet"
+    sample = getattr(generation, "generate", None)
+    if sample is None:
+        return "skipped: littlebaby.generate has no generate() function"
+    cfg = Config(vocab_size=VOCAB, dtype="float32", **CONFIGS["S"])
+    gpt = GPT(cfg, seed=0)
+    prompt = np.zeros((1, 1), dtype=np.int64)                       # (1, 1)
+    start = time.perf_counter()
+    try:
+        out = sample(gpt, prompt, n_tokens, rng=np.random.default_rng(0))
+    except TypeError as e:
+        return f"skipped: littlebaby.generate.generate has another signature ({e})"
+    seconds = time.perf_counter() - start
+    produced = np.asarray(out).size - prompt.size
+    return f"{produced / seconds:,.0f} tokens/s ({produced} tokens in {seconds:.2f} s, S-sized model)"
+
+
+def bench_corpus(megabytes):
+    """Peak RSS to turn a generated text file of `megabytes` MB into token ids on disk."""
+    try:
+        from littlebaby import data
+        from littlebaby.tokenizers.char import CharTokenizer
+    except ImportError as e:
+        return f"skipped: {e}"
+    prepare = getattr(data, "encode_to_file", None)
+    if prepare is None:
+        return "skipped: littlebaby.data has no encode_to_file()"
+    rng = np.random.default_rng(0)
+    alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;:!?'-\n", dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        text_path = pathlib.Path(tmp) / "corpus.txt"
+        with open(text_path, "wb") as f:
+            for _ in range(megabytes):
+                f.write(alphabet[rng.integers(0, alphabet.size, 1 << 20)].tobytes())
+        tokenizer = CharTokenizer.train(alphabet.tobytes().decode("utf-8"))
+        reset_peak_rss()
+        base = peak_rss_mb()
+        start = time.perf_counter()
+        n_tokens = prepare(text_path, tokenizer, pathlib.Path(tmp) / "tokens.bin")
+        seconds = time.perf_counter() - start
+        peak = peak_rss_mb()
+    return (f"peak RSS {peak:,.0f} MB ({peak - base:,.0f} MB above the process's {base:,.0f} MB) to encode "
+            f"{megabytes} MB, {n_tokens:,} tokens in {seconds:.1f} s")
+
+
+# --- the table -----------------------------------------------------------------------------------------------
+
+def format_table(results, ceiling):
+    head = (f"| config | littlebaby ms/step | torch ms/step | littlebaby tok/s | torch tok/s | ratio | "
+            f"GFLOP/s | of ceiling | peak RSS ours / torch (MB) |")
+    rule = "|" + "|".join("---" for _ in range(9)) + "|"
+    rows = [head, rule]
+    for r in results:
+        gflops = r.flops_per_token * r.tokens / r.ours_s / 1e9
+        rows.append(f"| {r.name} | {r.ours_s * 1e3:.1f} | {r.torch_s * 1e3:.1f} | {r.tokens / r.ours_s:,.0f} | "
+                    f"{r.tokens / r.torch_s:,.0f} | {r.torch_s / r.ours_s:.2f}x | {gflops:.1f} | "
+                    f"{gflops / ceiling:.0%} | {r.ours_rss_mb:,.0f} / {r.torch_rss_mb:,.0f} |")
+    return "\n".join(rows)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="S,M,L", help="comma-separated subset of S, M, L (default all)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per model and config (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first (default 3)")
+    parser.add_argument("--gen-tokens", type=int, default=500, help="tokens to generate (default 500)")
+    parser.add_argument("--corpus-mb", type=int, default=100, help="size of the generated corpus (default 100)")
+    parser.add_argument("--skip-generate", action="store_true", help="skip the generation benchmark")
+    parser.add_argument("--skip-corpus", action="store_true", help="skip the corpus preparation benchmark")
+    args = parser.parse_args(argv)
+    names = [n.strip().upper() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or not names:
+        parser.error(f"--configs takes a subset of {', '.join(CONFIGS)}, got {args.configs!r}")
+    if args.steps < 1 or args.warmup < 1:
+        parser.error("--steps and --warmup must be at least 1")
+    args.names = names
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import torch
+    print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    ceiling = matmul_ceiling_gflops()
+    print(f"float32 matmul ceiling (2048^3 np.matmul, best of 7): {ceiling:.1f} GFLOP/s")
+    results = []
+    for name in args.names:
+        results.append(bench_config(name, args.steps, args.warmup))
+        print(f"  {name}: done ({args.steps} steps each)", flush=True)
+    print()
+    print(format_table(results, ceiling))
+    print()
+    if not args.skip_generate:
+        print(f"generation, {args.gen_tokens} tokens: {bench_generate(args.gen_tokens)}")
+    if not args.skip_corpus:
+        print(f"corpus preparation, {args.corpus_mb} MB: {bench_corpus(args.corpus_mb)}")
+
+
+if __name__ == "__main__":
+    main()
