@@ -186,3 +186,19 @@ def test_head_size_may_differ_from_n_emb():
     assert dataclasses.replace(gpt.config).head_size == 6
     loss, grads = gpt.loss_and_grads(*batch(gpt, np.random.default_rng(0)))
     assert np.isfinite(loss) and grads["blocks.1.attn.w_proj"].shape == (6, 10)
+
+
+def test_the_core_imports_numpy_and_nothing_else():
+    """Only NumPy beyond what a bare interpreter already has loaded (site hooks differ between machines)."""
+    import json
+    import subprocess
+    import sys
+
+    def top_level_modules(imports):
+        code = f"import json, sys{imports}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+        return set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                             check=True).stdout))
+
+    extra = top_level_modules(", littlebaby.model, littlebaby.optim, littlebaby.nn, littlebaby.kvcache") - \
+        top_level_modules("")
+    assert extra - set(sys.stdlib_module_names) == {"littlebaby", "numpy"}, extra
