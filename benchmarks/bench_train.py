@@ -4,7 +4,10 @@
     python benchmarks/bench_train.py --configs S --steps 5 --skip-generate --skip-corpus   # a quick look
 
 For each config the two models take turns, one train step each (forward + backward + AdamW), so a burst of
-load on the shared machine lands on both; who goes first alternates. The table reports median step times,
+load on the shared machine lands on both; who goes first alternates. Each timed step starts after ``--gap``
+seconds of idle: both libraries keep their worker threads spinning for a while after a call (OpenBLAS for about
+0.1 s), and without the gap those spinning threads take a core from whichever model runs next. Measured here,
+that made PyTorch look up to 2x slower on M than it is alone; with the gap each model sees a quiet machine. The table reports median step times,
 tokens/s, the ratio (>1: littlebaby is faster), our achieved GFLOP/s from ``littlebaby.model.flops_per_token``
 and its fraction of the float32 matmul ceiling measured at the start of the run (a large ``np.matmul``), and
 the peak RSS of each model's steps on their own (the kernel's high-water mark, reset between measurements).
@@ -135,13 +138,14 @@ def make_torch(cfg, params):
     return step
 
 
-def timed(step, idx, targets):
+def timed(step, idx, targets, gap):
+    time.sleep(gap)  # let the other library's idle threads stop spinning first (see the module docstring)
     start = time.perf_counter()
     step(idx, targets)
     return time.perf_counter() - start
 
 
-def bench_config(name, steps, warmup, seed=0):
+def bench_config(name, steps, warmup, gap, seed=0):
     cfg = Config(vocab_size=VOCAB, lr=LR, dtype="float32", **CONFIGS[name])
     rng = np.random.default_rng(seed)
     shape = (cfg.batch_size, cfg.n_ctx)
@@ -161,11 +165,11 @@ def bench_config(name, steps, warmup, seed=0):
     for i in range(steps):
         batch = batches[i % 4]
         if i % 2 == 0:
-            ours_times.append(timed(ours, *batch))
-            torch_times.append(timed(theirs, *batch))
+            ours_times.append(timed(ours, *batch, gap))
+            torch_times.append(timed(theirs, *batch, gap))
         else:
-            torch_times.append(timed(theirs, *batch))
-            ours_times.append(timed(ours, *batch))
+            torch_times.append(timed(theirs, *batch, gap))
+            ours_times.append(timed(ours, *batch, gap))
     return Result(name, statistics.median(ours_times), statistics.median(torch_times),
                   cfg.batch_size * cfg.n_ctx, flops_per_token(cfg), ours_rss, torch_rss)
 
@@ -242,6 +246,9 @@ def parse_args(argv=None):
     parser.add_argument("--configs", default="S,M,L", help="comma-separated subset of S, M, L (default all)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model and config (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first (default 3)")
+    parser.add_argument("--gap", type=float, default=0.3,
+                        help="seconds of idle before each timed step, so neither library's spinning threads "
+                             "steal the other's cores (default 0.3)")
     parser.add_argument("--gen-tokens", type=int, default=500, help="tokens to generate (default 500)")
     parser.add_argument("--corpus-mb", type=int, default=100, help="size of the generated corpus (default 100)")
     parser.add_argument("--skip-generate", action="store_true", help="skip the generation benchmark")
@@ -266,7 +273,7 @@ def main(argv=None):
     print(f"float32 matmul ceiling (2048^3 np.matmul, best of 7): {ceiling:.1f} GFLOP/s")
     results = []
     for name in args.names:
-        results.append(bench_config(name, args.steps, args.warmup))
+        results.append(bench_config(name, args.steps, args.warmup, args.gap))
         print(f"  {name}: done ({args.steps} steps each)", flush=True)
     print()
     print(format_table(results, ceiling))
