@@ -110,3 +110,20 @@ def test_softmax_rows_inplace_matches_the_definition(rng):
     expected = np.exp(x - x.max(axis=-1, keepdims=True))
     expected /= expected.sum(axis=-1, keepdims=True)
     assert_agree([attention.softmax_rows_inplace(x.copy())], [expected], "float64", "softmax")
+
+
+# --- dropout masks -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 1e-9, 0.999999])
+def test_dropout_mask_is_bitwise_the_simple_mask_and_leaves_the_same_state(p):
+    """Odd and even sizes, in sequence, so the generator's buffered half-draw is carried in and out."""
+    fast, simple = np.random.default_rng(11), np.random.default_rng(11)
+    for shape in [(3, 5), (4, 4), (1,), (7,), (0,), (2, 3, 64, 64), (5, 3)]:
+        assert np.array_equal(dropout.dropout_mask(shape, p, fast), dropout.dropout_mask_simple(shape, p, simple))
+        assert fast.bit_generator.state == simple.bit_generator.state, shape
+    assert fast.random() == simple.random()
+
+
+def test_dropout_mask_falls_back_for_other_generators():
+    fast, simple = np.random.Generator(np.random.MT19937(3)), np.random.Generator(np.random.MT19937(3))
+    assert np.array_equal(dropout.dropout_mask((9, 9), 0.3, fast), dropout.dropout_mask_simple((9, 9), 0.3, simple))

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from littlebaby.nn.dropout import dropout_backward, dropout_forward
+from littlebaby.nn.dropout import dropout_mask
 from littlebaby.nn.linear import linear_backward, linear_forward
 
 
@@ -78,8 +78,16 @@ def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
     att *= 1.0 / math.sqrt(hs)
     att += causal_bias(T, S, att.dtype.name)                        # -inf where the query may not look
     softmax_rows_inplace(att)                                       # (B, NH, T, S) rows sum to 1
-    att_drop, drop_cache = dropout_forward(att, dropout, rng)       # (B, NH, T, S)
-    y = (att_drop @ v).transpose(0, 2, 1, 3)                        # (B, T, NH, hs)
+    if dropout > 0.0 and rng is not None:
+        # att_drop = att * keep / (1 - p); the scale is applied to the smaller y instead of the (T, S) weights
+        keep = dropout_mask(att.shape, dropout, rng)                # (B, NH, T, S) bool
+        y = (att * keep) @ v                                        # (B, NH, T, hs)
+        y *= 1.0 / (1.0 - dropout)
+        drop_cache = (keep, dropout)
+    else:
+        y = att @ v                                                 # (B, NH, T, hs)
+        drop_cache = None
+    y = y.transpose(0, 2, 1, 3)                                     # (B, T, NH, hs)
     # softmax backward needs only its output (att); q, k, v are views of one (B, T, 3H) buffer
     cache = (qkv_cache, q, k, v, att, drop_cache)
     return y, cache
@@ -90,13 +98,15 @@ def heads_backward(dy, cache):
     qkv_cache, q, k, v, att, drop_cache = cache
     B, NH, T, hs = q.shape
     dy = dy.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)             # (B, NH, T, hs)
-    # y = att_drop @ v
-    att_drop = att if drop_cache is None else dropout_forward_again(att, drop_cache)  # (B, NH, T, T)
-    dv = att_drop.transpose(0, 1, 3, 2) @ dy                        # (B, NH, T, hs)
+    # y = att_drop @ v, with att_drop = att * keep / (1 - p) under dropout
     datt = dy @ v.transpose(0, 1, 3, 2)                             # (B, NH, T, T) gradient of att_drop
     scale = 1.0 / math.sqrt(hs)
-    if drop_cache is not None:                                      # att_drop = att * keep / (1 - p)
+    if drop_cache is None:
+        dv = att.transpose(0, 1, 3, 2) @ dy                         # (B, NH, T, hs)
+    else:
         keep, p = drop_cache
+        dv = (att * keep).transpose(0, 1, 3, 2) @ dy                # (B, NH, T, hs)
+        dv *= 1.0 / (1.0 - p)
         datt *= keep
         scale /= 1.0 - p  # folded with 1/sqrt(hs) below: the softmax backward is linear in datt
     # softmax: d(pre) = att * (datt - sum_j datt_j att_j); masked entries have att = 0, so they get 0
@@ -122,8 +132,3 @@ def softmax_rows_inplace(att):
     att *= 1.0 / np.einsum("...j->...", att)[..., None]             # (..., S) rows sum to 1
     return att
 
-
-def dropout_forward_again(att, drop_cache):
-    """Re-apply a cached dropout mask: cheaper to recompute att_drop than to keep a second (B, NH, T, T) array."""
-    keep, p = drop_cache
-    return att * keep * (1.0 / (1.0 - p))                           # (B, NH, T, T)
