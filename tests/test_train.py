@@ -158,3 +158,16 @@ def test_finetune_grows_the_vocab_and_leaves_the_parent_alone(corpus, tmp_path):
     api.finetune(parent.guid, data=new_text, out=tmp_path, steps=2, quiet=True, overwrite=True, completion_tokens=0)
     with pytest.raises(BabyError, match="n_ctx is fixed by the parent"):
         api.finetune(parent.guid, data=new_text, out=tmp_path, n_ctx=16, overwrite=True)
+
+
+def test_bpe_run_and_its_finetune_keep_one_tokenizer(corpus, tmp_path):
+    run = api.train(data=corpus, out=tmp_path, steps=3, quiet=True, tokenizer="bpe", vocab_size=270, **TINY)
+    assert run.record.tokenizer == {"kind": "bpe", "vocab_size": 270}
+    assert run.record.data["token_dtype"] == "uint16"                    # 270 ids do not fit a byte
+    r = run.report
+    assert r["final_val_bpc"] == pytest.approx(
+        r["final_val_loss"] / np.log(2) * run.record.data["tokens"] / run.record.data["chars"])
+    child = api.finetune("last", data=corpus, out=tmp_path, steps=2, quiet=True, completion_tokens=0)
+    assert child.tokenizer.to_dict() == run.tokenizer.to_dict()
+    with pytest.raises(BabyError, match="keeps the parent's tokenizer"):
+        api.finetune("last", data=corpus, out=tmp_path, tokenizer="char", overwrite=True)
