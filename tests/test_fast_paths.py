@@ -127,3 +127,53 @@ def test_dropout_mask_is_bitwise_the_simple_mask_and_leaves_the_same_state(p):
 def test_dropout_mask_falls_back_for_other_generators():
     fast, simple = np.random.Generator(np.random.MT19937(3)), np.random.Generator(np.random.MT19937(3))
     assert np.array_equal(dropout.dropout_mask((9, 9), 0.3, fast), dropout.dropout_mask_simple((9, 9), 0.3, simple))
+
+
+# --- LayerNorm and GELU --------------------------------------------------------------------------------------
+
+def layernorm_forward_simple(x, w, b, eps=1e-5):
+    mean = x.mean(axis=-1, keepdims=True)                           # (..., 1)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)            # (..., 1)
+    xhat = (x - mean) / np.sqrt(var + eps)                          # (..., C)
+    return xhat * w + b, (xhat, 1.0 / np.sqrt(var + eps), w)
+
+
+def layernorm_backward_simple(dout, cache):
+    xhat, rstd, w = cache
+    C = xhat.shape[-1]
+    g = dout * w                                                    # (..., C)
+    dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
+    return dx, (dout * xhat).reshape(-1, C).sum(axis=0), dout.reshape(-1, C).sum(axis=0)
+
+
+def gelu_forward_simple(x):
+    t = np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x))  # (...)
+    return 0.5 * x * (1.0 + t), (x, t)
+
+
+def gelu_backward_simple(dout, cache):
+    x, t = cache
+    du_dx = math.sqrt(2.0 / math.pi) * (1.0 + 3.0 * 0.044715 * x * x)  # (...)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layernorm_agrees_with_the_simple_twin(rng, dtype):
+    x, w, b = randn(rng, dtype, 4, 7, 24) * 3 + 1, 1 + randn(rng, dtype, 24) / 3, randn(rng, dtype, 24)
+    dout = randn(rng, dtype, 4, 7, 24)
+    out, cache = layernorm.layernorm_forward(x, w, b)
+    out_simple, cache_simple = layernorm_forward_simple(x, w, b)
+    assert_agree([out], [out_simple], dtype, "layernorm_forward")
+    assert_agree(layernorm.layernorm_backward(dout, cache), layernorm_backward_simple(dout, cache_simple), dtype,
+                 "layernorm_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_agrees_with_the_simple_twin(rng, dtype):
+    x = randn(rng, dtype, 5, 6, 32) * 3
+    dout = randn(rng, dtype, 5, 6, 32)
+    out, cache = gelu.gelu_forward(x)
+    out_simple, cache_simple = gelu_forward_simple(x)
+    assert_agree([out], [out_simple], dtype, "gelu_forward")
+    assert_agree([gelu.gelu_backward(dout, cache)], [gelu_backward_simple(dout, cache_simple)], dtype,
+                 "gelu_backward")

@@ -10,38 +10,37 @@ COEFF = 0.044715
 
 
 def gelu_forward(x):
-    """x (...) -> (...)."""
-    # u = sqrt(2/pi) (x + 0.044715 x^3), built in place as sqrt(2/pi) x (1 + 0.044715 x^2): x**3 calls the
-    # general power routine and is two orders of magnitude slower than two multiplies
-    u = x * x                                                       # (...)
-    u *= COEFF
-    u += 1.0
-    u *= x
-    u *= SQRT_2_OVER_PI
-    t = np.tanh(u, out=u)                                           # (...) tanh(u), reusing u's memory
-    out = t + 1.0                                                   # (...)
-    out *= x
-    out *= 0.5                                                      # 0.5 x (1 + t)
-    cache = (x, t)  # the derivative needs x and tanh(u); keeping t saves recomputing the tanh
+    """x (...) -> (...): ``x * g`` with the gate ``g = 0.5 (1 + tanh(u))``, u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    Built in place in one buffer: u as sqrt(2/pi) x (1 + 0.044715 x^2), because x**3 calls the general power
+    routine and is two orders of magnitude slower than two multiplies; then tanh, then the gate.
+    """
+    gate = x * x                                                    # (...)
+    gate *= COEFF * SQRT_2_OVER_PI
+    gate += SQRT_2_OVER_PI
+    gate *= x                                                       # u
+    np.tanh(gate, out=gate)
+    gate *= 0.5
+    gate += 0.5                                                     # g = 0.5 (1 + tanh(u))
+    out = x * gate                                                  # (...)
+    cache = (x, gate)  # the derivative needs x and the gate; keeping it saves recomputing the tanh
     return out, cache
 
 
 def gelu_backward(dout, cache):
     """dout (...) -> dx (...).
 
-    d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+    With t = tanh(u) = 2g - 1, so that 1 - t^2 = 4 g (1 - g):
+    d/dx [x g] = g + x * 0.5 (1 - t^2) du/dx = g + 2 x g (1 - g) du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
     """
-    x, t = cache
-    du_dx = x * x                                                   # (...)
-    du_dx *= 3.0 * COEFF * SQRT_2_OVER_PI
-    du_dx += SQRT_2_OVER_PI                                         # sqrt(2/pi) (1 + 3 c x^2)
-    sech2 = t * t                                                   # (...)
-    np.subtract(1.0, sech2, out=sech2)                              # 1 - t^2
-    sech2 *= x
-    sech2 *= du_dx                                                  # x (1 - t^2) du/dx
-    sech2 += t
-    sech2 += 1.0
-    sech2 *= 0.5                                                    # 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx
-    dx = sech2
+    x, gate = cache
+    dx = x * x                                                      # (...)
+    dx *= 6.0 * COEFF * SQRT_2_OVER_PI
+    dx += 2.0 * SQRT_2_OVER_PI                                      # 2 du/dx
+    dx *= x
+    one_minus_gate = 1.0 - gate                                     # (...)
+    one_minus_gate *= gate
+    dx *= one_minus_gate                                            # 2 x g (1 - g) du/dx
+    dx += gate
     dx *= dout
     return dx

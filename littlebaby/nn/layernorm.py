@@ -9,13 +9,19 @@ EPS = 1e-5
 
 
 def layernorm_forward(x, w, b):
-    """x (..., C), w (C,), b (C,) -> (..., C). ``out = (x - mean) / sqrt(var + eps) * w + b``."""
-    mean = x.mean(axis=-1, keepdims=True)                           # (..., 1)
-    xc = x - mean                                                   # (..., C)
-    var = (xc * xc).mean(axis=-1, keepdims=True)                    # (..., 1) biased, as in PyTorch
+    """x (..., C), w (C,), b (C,) -> (..., C). ``out = (x - mean) / sqrt(var + eps) * w + b``.
+
+    Fast path: the row means and variances are einsum reductions (no (..., C) temporary for the squares, and
+    several times faster than ``.mean(axis=-1)`` on short rows), and xhat is built in place.
+    """
+    C = x.shape[-1]
+    mean = np.einsum("...c->...", x)[..., None] * (1.0 / C)        # (..., 1)
+    xhat = x - mean                                                 # (..., C) centred, normalised below
+    var = np.einsum("...c,...c->...", xhat, xhat)[..., None] * (1.0 / C)  # (..., 1) biased, as in PyTorch
     rstd = 1.0 / np.sqrt(var + EPS)                                 # (..., 1)
-    xhat = xc * rstd                                                # (..., C)
-    out = xhat * w + b                                              # (..., C)
+    xhat *= rstd
+    out = xhat * w                                                  # (..., C)
+    out += b
     cache = (xhat, rstd, w)  # backward is written in terms of the normalised input and 1/std alone
     return out, cache
 
@@ -24,14 +30,18 @@ def layernorm_backward(dout, cache):
     """dout (..., C) -> dx (..., C), dw (C,), db (C,).
 
     With g = dout * w (the gradient reaching xhat), the mean and the variance both depend on every x, which
-    gives ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``.
+    gives ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``, assembled in place from its last term.
     """
     xhat, rstd, w = cache
     C = xhat.shape[-1]
-    dw = (dout * xhat).reshape(-1, C).sum(axis=0)                   # (C,)
-    db = dout.reshape(-1, C).sum(axis=0)                            # (C,)
+    dout_2d = dout.reshape(-1, C)                                   # (N, C)
+    dw = np.einsum("nc,nc->c", dout_2d, xhat.reshape(-1, C))        # (C,)
+    db = np.einsum("nc->c", dout_2d)                                # (C,)
     g = dout * w                                                    # (..., C)
-    dx = g - g.mean(axis=-1, keepdims=True)                         # (..., C)
-    dx -= xhat * (g * xhat).mean(axis=-1, keepdims=True)
+    mean_g = np.einsum("...c->...", g)[..., None] * (1.0 / C)       # (..., 1)
+    mean_gx = np.einsum("...c,...c->...", g, xhat)[..., None] * (1.0 / C)  # (..., 1)
+    dx = xhat * -mean_gx                                            # (..., C)
+    dx += g
+    dx -= mean_g
     dx *= rstd
     return dx, dw, db
