@@ -18,6 +18,7 @@ class AdamW:
         self.step_count = 0
         self.m = {name: np.zeros_like(p) for name, p in params.items()}  # first moment, like each param
         self.v = {name: np.zeros_like(p) for name, p in params.items()}  # second moment, like each param
+        self._buffers = {}
 
     def step(self, params, grads, lr=None):
         """Update params in place from grads, at learning rate lr (default: the constructor's)."""
@@ -27,18 +28,33 @@ class AdamW:
         bias1 = 1.0 - beta1 ** self.step_count
         bias2 = 1.0 - beta2 ** self.step_count
         step_size = lr / bias1
+        # sqrt(v_hat) + eps = (sqrt(v) + eps * sqrt(bias2)) / sqrt(bias2): fold sqrt(bias2) into the step size
+        root_bias2 = math.sqrt(bias2)
+        eps, step_size = self.eps * root_bias2, step_size * root_bias2
         for name, p in params.items():
             g, m, v = grads[name], self.m[name], self.v[name]
+            scratch = self._scratch(name, p)                # one reused buffer instead of six temporaries
             if p.ndim >= 2 and self.weight_decay:
                 p *= 1.0 - lr * self.weight_decay
-            m *= beta1                                  # m = beta1 m + (1 - beta1) g
-            m += (1.0 - beta1) * g
-            v *= beta2                                  # v = beta2 v + (1 - beta2) g^2
-            v += (1.0 - beta2) * (g * g)
-            denom = np.sqrt(v)                          # sqrt(v_hat) + eps, with v_hat = v / bias2
-            denom *= 1.0 / math.sqrt(bias2)
-            denom += self.eps
-            p -= step_size * (m / denom)                # p -= lr * m_hat / (sqrt(v_hat) + eps)
+            m *= beta1                                      # m = beta1 m + (1 - beta1) g
+            np.multiply(g, 1.0 - beta1, out=scratch)
+            m += scratch
+            v *= beta2                                      # v = beta2 v + (1 - beta2) g^2
+            np.multiply(g, g, out=scratch)
+            scratch *= 1.0 - beta2
+            v += scratch
+            np.sqrt(v, out=scratch)                         # p -= lr m_hat / (sqrt(v_hat) + eps)
+            scratch += eps
+            np.divide(m, scratch, out=scratch)
+            scratch *= step_size
+            p -= scratch
+
+    def _scratch(self, name, p):
+        """A buffer shaped like p, kept between steps (not part of the state: its contents are never read)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != p.shape or buffer.dtype != p.dtype:
+            buffer = self._buffers[name] = np.empty_like(p)
+        return buffer
 
     def state_dict(self):
         return {"step": self.step_count, "m": dict(self.m), "v": dict(self.v)}

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from littlebaby.nn import attention, dropout, gelu, layernorm, linear, loss
+from littlebaby.nn import attention, dropout, gelu, layernorm
 from littlebaby.optim import AdamW
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -177,3 +177,32 @@ def test_gelu_agrees_with_the_simple_twin(rng, dtype):
     assert_agree([out], [out_simple], dtype, "gelu_forward")
     assert_agree([gelu.gelu_backward(dout, cache)], [gelu_backward_simple(dout, cache_simple)], dtype,
                  "gelu_backward")
+
+
+# --- AdamW ---------------------------------------------------------------------------------------------------
+
+def adamw_steps_simple(params, grads_per_step, lr, betas, eps, weight_decay):
+    """AdamW written as the formulas: m, v, their bias corrections, then the update."""
+    beta1, beta2 = betas
+    params = {n: p.copy() for n, p in params.items()}
+    m = {n: np.zeros_like(p) for n, p in params.items()}
+    v = {n: np.zeros_like(p) for n, p in params.items()}
+    for t, grads in enumerate(grads_per_step, start=1):
+        for n, p in params.items():
+            if p.ndim >= 2:
+                p -= lr * weight_decay * p
+            m[n] = beta1 * m[n] + (1 - beta1) * grads[n]
+            v[n] = beta2 * v[n] + (1 - beta2) * grads[n] ** 2
+            p -= lr * (m[n] / (1 - beta1 ** t)) / (np.sqrt(v[n] / (1 - beta2 ** t)) + eps)
+    return params
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adamw_agrees_with_the_simple_twin(rng, dtype):
+    params = {"w": randn(rng, dtype, 6, 5), "b": randn(rng, dtype, 5)}
+    grads_per_step = [{n: randn(rng, dtype, *p.shape) * 10.0 ** -k for n, p in params.items()} for k in range(4)]
+    expected = adamw_steps_simple(params, grads_per_step, 1e-2, (0.9, 0.99), 1e-8, 0.1)
+    opt = AdamW(params, lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    for grads in grads_per_step:
+        opt.step(params, grads)
+    assert_agree([params["w"], params["b"]], [expected["w"], expected["b"]], dtype, "AdamW")
