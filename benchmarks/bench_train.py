@@ -3,6 +3,10 @@
     python benchmarks/bench_train.py                      # S, M, L, 20 timed steps each, generation, corpus
     python benchmarks/bench_train.py --configs S --steps 5 --skip-generate --skip-corpus   # a quick look
 
+littlebaby runs in two ways: "1 worker", the plain ``GPT.loss_and_grads`` (NumPy's BLAS uses both cores for
+the matmuls, everything else runs on one), and "2 worker threads", the same model with the batch split over two
+threads (``benchmarks/bench_data_parallel.py``), each with a one-thread BLAS.
+
 For each config the two models take turns, one train step each (forward + backward + AdamW), so a burst of
 load on the shared machine lands on both; who goes first alternates. Each timed step starts after ``--gap``
 seconds of idle: both libraries keep their worker threads spinning for a while after a call (OpenBLAS for about
@@ -31,9 +35,11 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from littlebaby.model import GPT, Config, flops_per_token  # noqa: E402
 from littlebaby.optim import AdamW  # noqa: E402
+from bench_data_parallel import DataParallel  # noqa: E402
 
 # The issue's three shapes; vocabulary 65 (Tiny Shakespeare's characters).
 CONFIGS = {
@@ -47,12 +53,13 @@ LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.99), 1e-8, 0.1
 
 @dataclasses.dataclass
 class Result:
-    name: str
+    name: str                 # config name
+    variant: str              # how littlebaby ran: one thread, or data parallel over worker threads
     ours_s: float             # median seconds per train step
     torch_s: float
     tokens: int               # tokens per step, B * n_ctx
     flops_per_token: int
-    ours_rss_mb: float        # peak RSS while only our steps ran
+    ours_rss_mb: float        # peak RSS while only this variant's steps ran
     torch_rss_mb: float
 
 
@@ -93,12 +100,14 @@ def matmul_ceiling_gflops(n=2048, repeats=7):
 
 # --- one train step of each model ----------------------------------------------------------------------------
 
-def make_ours(cfg):
+def make_ours(cfg, workers):
+    """A train step of littlebaby; with workers > 1 the batch is split over that many threads."""
     gpt = GPT(cfg, seed=0)
     opt = AdamW(gpt.params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+    loss_and_grads = gpt.loss_and_grads if workers == 1 else DataParallel(gpt, workers).loss_and_grads
 
     def step(idx, targets):
-        _, grads = gpt.loss_and_grads(idx, targets)
+        _, grads = loss_and_grads(idx, targets)
         opt.step(gpt.params, grads)
 
     return gpt, step
@@ -145,97 +154,92 @@ def timed(step, idx, targets, gap):
     return time.perf_counter() - start
 
 
-def bench_config(name, steps, warmup, gap, seed=0):
+def peak_rss_of(step, batches, warmup):
+    """Run the warmup steps alone and return their peak RSS in MB."""
+    reset_peak_rss()
+    for i in range(warmup):
+        step(*batches[i % len(batches)])
+    return peak_rss_mb()
+
+
+def bench_config(name, steps, warmup, gap, worker_counts, seed=0):
+    """One Result per littlebaby variant; all variants and PyTorch take turns step by step."""
     cfg = Config(vocab_size=VOCAB, lr=LR, dtype="float32", **CONFIGS[name])
     rng = np.random.default_rng(seed)
     shape = (cfg.batch_size, cfg.n_ctx)
     batches = [(rng.integers(0, VOCAB, shape), rng.integers(0, VOCAB, shape)) for _ in range(4)]
-    gpt, ours = make_ours(cfg)
-    theirs = make_torch(cfg, gpt.params)
-    # warm up each alone, measuring its peak memory on the way
-    reset_peak_rss()
-    for i in range(warmup):
-        ours(*batches[i % 4])
-    ours_rss = peak_rss_mb()
-    reset_peak_rss()
-    for i in range(warmup):
-        theirs(*batches[i % 4])
-    torch_rss = peak_rss_mb()
-    ours_times, torch_times = [], []
+    contestants = {}
+    for workers in worker_counts:
+        gpt, contestants[workers] = make_ours(cfg, workers)
+    contestants["torch"] = make_torch(cfg, gpt.params)
+    rss = {key: peak_rss_of(step, batches, warmup) for key, step in contestants.items()}
+    times = {key: [] for key in contestants}
+    order = list(contestants)
     for i in range(steps):
-        batch = batches[i % 4]
-        if i % 2 == 0:
-            ours_times.append(timed(ours, *batch, gap))
-            torch_times.append(timed(theirs, *batch, gap))
-        else:
-            torch_times.append(timed(theirs, *batch, gap))
-            ours_times.append(timed(ours, *batch, gap))
-    return Result(name, statistics.median(ours_times), statistics.median(torch_times),
-                  cfg.batch_size * cfg.n_ctx, flops_per_token(cfg), ours_rss, torch_rss)
+        for key in order[i % len(order):] + order[:i % len(order)]:  # rotate who goes first
+            times[key].append(timed(contestants[key], *batches[i % 4], gap))
+    torch_s = statistics.median(times["torch"])
+    return [Result(name, "1 worker" if w == 1 else f"{w} worker threads", statistics.median(times[w]),
+                   torch_s, cfg.batch_size * cfg.n_ctx, flops_per_token(cfg), rss[w], rss["torch"])
+            for w in worker_counts]
 
 
 # --- generation and corpus preparation, when the package offers them ----------------------------------------
 
 def bench_generate(n_tokens):
-    """Tokens/s sampling n_tokens from an S-sized model, or a note saying why it was skipped."""
+    """Tokens/s sampling n_tokens from an S-sized model with the KV cache, or a note saying why it was skipped."""
     try:
-        from littlebaby import generate as generation
-    except ImportError:
-        return "skipped: littlebaby.generate does not exist yet"
-    sample = getattr(generation, "generate", None)
-    if sample is None:
-        return "skipped: littlebaby.generate has no generate() function"
+        from littlebaby.generate import make_stepper, sample_ids
+    except ImportError as e:
+        return f"skipped: {e}"
     cfg = Config(vocab_size=VOCAB, dtype="float32", **CONFIGS["S"])
     gpt = GPT(cfg, seed=0)
-    prompt = np.zeros((1, 1), dtype=np.int64)                       # (1, 1)
-    start = time.perf_counter()
-    try:
-        out = sample(gpt, prompt, n_tokens, rng=np.random.default_rng(0))
-    except TypeError as e:
-        return f"skipped: littlebaby.generate.generate has another signature ({e})"
-    seconds = time.perf_counter() - start
-    produced = np.asarray(out).size - prompt.size
-    return f"{produced / seconds:,.0f} tokens/s ({produced} tokens in {seconds:.2f} s, S-sized model)"
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        produced = sum(1 for _ in sample_ids(gpt, [0], n_tokens, rng=np.random.default_rng(0), use_cache=True))
+        rates.append(produced / (time.perf_counter() - start))
+    stepper = type(make_stepper(gpt, use_cache=True)).__name__
+    return (f"{statistics.median(rates):,.0f} tokens/s (median of 3 runs of {n_tokens} tokens, S-sized model, "
+            f"use_cache=True gives a {stepper})")
 
 
 def bench_corpus(megabytes):
-    """Peak RSS to turn a generated text file of `megabytes` MB into token ids on disk."""
+    """Peak RSS to prepare a generated text file of `megabytes` MB as ``baby train`` does: learn the character
+    vocabulary from the text, then encode it to token ids on disk."""
     try:
-        from littlebaby import data
-        from littlebaby.tokenizers.char import CharTokenizer
+        from littlebaby.data import encode_to_file, read_text
+        from littlebaby.tokenizers import train_tokenizer
     except ImportError as e:
         return f"skipped: {e}"
-    prepare = getattr(data, "encode_to_file", None)
-    if prepare is None:
-        return "skipped: littlebaby.data has no encode_to_file()"
     rng = np.random.default_rng(0)
     alphabet = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;:!?'-\n", dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         text_path = pathlib.Path(tmp) / "corpus.txt"
         with open(text_path, "wb") as f:
             for _ in range(megabytes):
-                f.write(alphabet[rng.integers(0, alphabet.size, 1 << 20)].tobytes())
-        tokenizer = CharTokenizer.train(alphabet.tobytes().decode("utf-8"))
+                f.write(alphabet[rng.integers(0, alphabet.size, 1 << 20)].tobytes())  # 1 MiB of ASCII
         reset_peak_rss()
         base = peak_rss_mb()
         start = time.perf_counter()
-        n_tokens = prepare(text_path, tokenizer, pathlib.Path(tmp) / "tokens.bin")
+        tokenizer = train_tokenizer("char", read_text(text_path))
+        n_tokens = encode_to_file(text_path, tokenizer, pathlib.Path(tmp) / "tokens.bin")
         seconds = time.perf_counter() - start
         peak = peak_rss_mb()
-    return (f"peak RSS {peak:,.0f} MB ({peak - base:,.0f} MB above the process's {base:,.0f} MB) to encode "
-            f"{megabytes} MB, {n_tokens:,} tokens in {seconds:.1f} s")
+    return (f"peak RSS {peak:,.0f} MB ({peak - base:,.0f} MB above the {base:,.0f} MB the process held before), "
+            f"{n_tokens:,} tokens in {seconds:.1f} s")
 
 
 # --- the table -----------------------------------------------------------------------------------------------
 
 def format_table(results, ceiling):
-    head = (f"| config | littlebaby ms/step | torch ms/step | littlebaby tok/s | torch tok/s | ratio | "
+    head = (f"| config | littlebaby runs on | littlebaby ms/step | torch ms/step | littlebaby tok/s | torch tok/s | ratio | "
             f"GFLOP/s | of ceiling | peak RSS ours / torch (MB) |")
-    rule = "|" + "|".join("---" for _ in range(9)) + "|"
+    rule = "|" + "|".join("---" for _ in range(10)) + "|"
     rows = [head, rule]
     for r in results:
         gflops = r.flops_per_token * r.tokens / r.ours_s / 1e9
-        rows.append(f"| {r.name} | {r.ours_s * 1e3:.1f} | {r.torch_s * 1e3:.1f} | {r.tokens / r.ours_s:,.0f} | "
+        rows.append(f"| {r.name} | {r.variant} | {r.ours_s * 1e3:.1f} | {r.torch_s * 1e3:.1f} | {r.tokens / r.ours_s:,.0f} | "
                     f"{r.tokens / r.torch_s:,.0f} | {r.torch_s / r.ours_s:.2f}x | {gflops:.1f} | "
                     f"{gflops / ceiling:.0%} | {r.ours_rss_mb:,.0f} / {r.torch_rss_mb:,.0f} |")
     return "\n".join(rows)
@@ -246,6 +250,9 @@ def parse_args(argv=None):
     parser.add_argument("--configs", default="S,M,L", help="comma-separated subset of S, M, L (default all)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model and config (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first (default 3)")
+    parser.add_argument("--workers", default="1,2",
+                        help="comma-separated littlebaby variants: 1 = one thread, n = data parallel over n "
+                             "threads (default 1,2)")
     parser.add_argument("--gap", type=float, default=0.3,
                         help="seconds of idle before each timed step, so neither library's spinning threads "
                              "steal the other's cores (default 0.3)")
@@ -261,6 +268,12 @@ def parse_args(argv=None):
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be at least 1")
     args.names = names
+    try:
+        args.worker_counts = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers takes comma-separated integers, got {args.workers!r}")
+    if not args.worker_counts or min(args.worker_counts) < 1:
+        parser.error("--workers must list positive integers")
     return args
 
 
@@ -273,7 +286,7 @@ def main(argv=None):
     print(f"float32 matmul ceiling (2048^3 np.matmul, best of 7): {ceiling:.1f} GFLOP/s")
     results = []
     for name in args.names:
-        results.append(bench_config(name, args.steps, args.warmup, args.gap))
+        results += bench_config(name, args.steps, args.warmup, args.gap, args.worker_counts)
         print(f"  {name}: done ({args.steps} steps each)", flush=True)
     print()
     print(format_table(results, ceiling))
