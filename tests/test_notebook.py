@@ -6,6 +6,7 @@ temporary working directory, with its own corpus cache, so it can neither read n
 Any cell that raises fails the test with the cell's source and the error.
 """
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -94,8 +95,11 @@ def worked_example_numbers():
 
 
 def default_model_config():
+    """What `baby train` with no options builds: DEFAULT_MODEL, and V = the built-in corpus's distinct characters."""
+    from littlebaby import corpus
     from littlebaby.api import DEFAULT_MODEL
-    return Config(**{**DEFAULT_MODEL, "vocab_size": 65})
+    vocab = len(set(corpus.builtin_corpus_path().read_text(encoding="utf-8")))
+    return Config(**{**DEFAULT_MODEL, "vocab_size": vocab})
 
 
 def test_parameter_guide_worked_example_matches_the_code():
@@ -107,7 +111,6 @@ def test_parameter_guide_worked_example_matches_the_code():
 
 def test_parameter_guide_covers_every_option():
     from littlebaby.train import TrainConfig
-    import dataclasses
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     names = [f.name for f in dataclasses.fields(Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
     missing = [name for name in names if f"`{name}`" not in text]
