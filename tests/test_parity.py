@@ -6,6 +6,11 @@ steps < 1e-6 in float64. On failure every tensor is listed with its max-diff, li
 
 The reference (``tests/torch_reference.py``) is itself checked against a plain loop over heads and positions,
 and the comparison helper is shown to flag a single perturbed gradient entry, so a pass means something.
+
+The architecture switches (post-norm, mixture of heads, dense and sparse mixture of experts, weight tying) are
+checked the same way, each alone and in combinations, in both dtypes with dropout on; for sparse experts the
+training loss and its gradients include the load-balancing term. The reference's mixture of heads and mixture of
+experts are themselves checked against plain loops over heads, tokens and experts.
 """
 
 import math
@@ -15,9 +20,12 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the parity tests need PyTorch (pip install -e '.[test]')")
 
-from littlebaby.model import GPT, Config  # noqa: E402
+from littlebaby.model import GPT, Config, param_shapes  # noqa: E402
 from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule  # noqa: E402
-from torch_reference import TorchGPT, causal_self_attention, expected_param_shapes, no_dropout  # noqa: E402
+from torch_reference import (  # noqa: E402
+    TorchGPT, Variant, causal_self_attention, expected_param_shapes, mixture_of_experts, mixture_of_heads,
+    no_dropout,
+)
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 OPTIMIZER_TOLERANCE = 1e-6
@@ -30,8 +38,9 @@ SHAPES = {"square_full_context": (SQUARE, 8), "wide_heads_short_context": (WIDE_
 BATCH = 3
 
 
-def make_config(shape: dict, dtype: str, dropout: float = 0.0) -> Config:
-    return Config(**shape, dropout=dropout, batch_size=BATCH, lr=1e-3, dtype=dtype)
+def make_config(shape: dict, dtype: str, dropout: float = 0.0, **switches) -> Config:
+    """``switches``: architecture fields of Config (c_sequence, c_attention, ...); none gives the core GPT."""
+    return Config(**shape, dropout=dropout, batch_size=BATCH, lr=1e-3, dtype=dtype, **switches)
 
 
 def randomize_params(params: dict[str, np.ndarray], rng: np.random.Generator) -> None:
@@ -52,9 +61,9 @@ def random_batch(cfg: Config, T: int, rng: np.random.Generator) -> tuple[np.ndar
     return idx, targets
 
 
-def make_pair(shape: dict, dtype: str, dropout: float = 0.0, seed: int = 0) -> tuple[GPT, TorchGPT]:
+def make_pair(shape: dict, dtype: str, dropout: float = 0.0, seed: int = 0, **switches) -> tuple[GPT, TorchGPT]:
     """Our model with random non-trivial parameters, and the reference loaded with the very same values."""
-    cfg = make_config(shape, dtype, dropout)
+    cfg = make_config(shape, dtype, dropout, **switches)
     gpt = GPT(cfg, seed=seed)
     randomize_params(gpt.params, np.random.default_rng(1000 + seed))
     return gpt, TorchGPT(cfg, gpt.params)
@@ -220,6 +229,135 @@ def test_dropout_with_shared_masks_matches_torch(shape_name, dtype):
                  f"dropout loss and gradients {shape_name} {dtype}")
     # the masks really changed something: the same batch without dropout gives another loss
     assert abs(ref_loss - ref.loss(idx, targets).item()) > 1e-3
+
+
+# --- architecture switches -----------------------------------------------------------------------------------
+
+# head_size (24) differs from n_emb (16) and hs = 6, so every projection, mixture of heads' (hs, C) one included,
+# is rectangular; T = 7 < n_ctx.
+VARIANT_SHAPE = dict(vocab_size=11, n_ctx=8, n_emb=16, head_size=24, n_heads=4, n_layers=2)
+VARIANT_T = 7
+# aux weight 0.1 (not the default 0.01) so the load-balancing term weighs visibly in the loss and the gate grads
+MOE = dict(c_network="moe", n_experts=4, moe_expansion=2, moe_aux_weight=0.1)
+VARIANTS = {
+    "post_norm": dict(c_sequence="post"),
+    "mixture_of_heads": dict(c_attention="moh"),
+    "moe_dense": dict(MOE, moe_top_k=0),
+    "moe_top1": dict(MOE, moe_top_k=1),
+    "moe_top2": dict(MOE, moe_top_k=2),
+    "weight_tying": dict(weight_tying=True),
+    "post_moh": dict(c_sequence="post", c_attention="moh"),
+    "post_moe_top1_tied": dict(MOE, c_sequence="post", moe_top_k=1, weight_tying=True),
+    "moh_moe_top2_tied": dict(MOE, c_attention="moh", moe_top_k=2, weight_tying=True),
+    "post_moh_moe_dense_tied": dict(MOE, c_sequence="post", c_attention="moh", moe_top_k=0, weight_tying=True),
+}
+SPARSE = [name for name, switches in VARIANTS.items() if switches.get("moe_top_k", 0) > 0]
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_params_have_the_spec_names_and_shapes(variant):
+    cfg = make_config(VARIANT_SHAPE, "float64", **VARIANTS[variant])
+    assert param_shapes(cfg) == expected_param_shapes(cfg)
+    assert {n: a.shape for n, a in GPT(cfg, seed=0).params.items()} == expected_param_shapes(cfg)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_matches_torch_in_eval_and_in_training_with_dropout(variant, dtype):
+    """Eval: logits and cross-entropy. Training, dropout masks shared: the loss (with the aux term for sparse
+    experts) and every gradient."""
+    gpt, ref = make_pair(VARIANT_SHAPE, dtype, dropout=0.1, **VARIANTS[variant])
+    idx, targets = random_batch(gpt.config, VARIANT_T, np.random.default_rng(8))
+    ref_logits = ref.forward(idx).detach().numpy()  # (B, T, V)
+    eval_loss, ref_eval_loss = gpt.loss(idx, targets), ref.loss(idx, targets, with_aux=False).item()
+    assert_close({"logits": gpt.forward(idx), "eval loss": eval_loss},
+                 {"logits": ref_logits, "eval loss": ref_eval_loss}, TOLERANCE[dtype], f"eval {variant} {dtype}")
+
+    loss, grads = gpt.loss_and_grads(idx, targets, rng=np.random.default_rng(9))
+    ref_loss, ref_grads = ref.loss_and_grads(idx, targets, mask_rng=np.random.default_rng(9))
+    assert set(grads) == set(gpt.params), "grads must be keyed exactly like params"
+    assert all(grads[n].dtype == np.dtype(dtype) for n in grads), "grads must have the config dtype"
+    assert_close({"loss": loss, **grads}, {"loss": ref_loss, **ref_grads}, TOLERANCE[dtype],
+                 f"training loss and gradients {variant} {dtype}")
+    # the masks really changed something: the same batch without dropout gives another loss
+    assert abs(ref_loss - ref.loss(idx, targets).item()) > 1e-3
+
+
+@pytest.mark.parametrize("variant", SPARSE)
+def test_sparse_training_loss_is_cross_entropy_plus_the_load_balancing_term(variant):
+    """Without dropout the training loss minus the eval loss is the aux term alone, and it is far from 0."""
+    gpt, ref = make_pair(VARIANT_SHAPE, "float64", **VARIANTS[variant])
+    idx, targets = random_batch(gpt.config, VARIANT_T, np.random.default_rng(10))
+    loss, _ = gpt.loss_and_grads(idx, targets)
+    aux = loss - gpt.loss(idx, targets)
+    _, ref_aux = ref.forward_with_aux(idx)
+    assert relative_error(aux, ref_aux.item()) < TOLERANCE["float64"], (aux, ref_aux.item())
+    # perfect balance gives aux_weight per block; any routing gives at least that
+    assert ref_aux.item() >= gpt.config.n_layers * gpt.config.moe_aux_weight * (1 - 1e-12)
+
+
+def test_reference_variant_refuses_unknown_switches():
+    with pytest.raises(ValueError, match="c_attention"):
+        Variant.of(dict_config(c_attention="gqa"))
+    with pytest.raises(ValueError, match="moe_top_k"):
+        Variant.of(dict_config(c_network="moe", n_experts=2, moe_top_k=3))
+
+
+def dict_config(**fields):
+    """An object carrying just the given Config fields (the reference reads the others' defaults)."""
+    return type("Fields", (), fields)()
+
+
+def test_reference_mixture_of_heads_equals_a_loop_over_tokens_and_heads():
+    """Each token's output is sum_n gate[n] * head_n(token), with gate = softmax of the token's gate logits."""
+    B, T, C, H, NH = 2, 4, 6, 8, 2
+    hs = H // NH
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(B, T, C, generator=gen, dtype=torch.float64)  # (B, T, C)
+    shapes = {"w_qkv": (C, 3 * H), "b_qkv": (3 * H,), "w_gate": (C, NH), "b_gate": (NH,), "w_proj": (hs, C),
+              "b_proj": (C,)}
+    p = {name: torch.randn(*shape, generator=gen, dtype=torch.float64) for name, shape in shapes.items()}
+    concat = {"w_qkv": p["w_qkv"], "b_qkv": p["b_qkv"], "w_proj": torch.eye(H, dtype=torch.float64),
+              "b_proj": torch.zeros(H, dtype=torch.float64)}
+    heads = causal_self_attention(h, concat, NH, no_dropout)  # (B, T, H) the heads side by side, unprojected
+    expected = torch.zeros(B, T, C, dtype=torch.float64)  # (B, T, C)
+    for b in range(B):
+        for t in range(T):
+            logits = h[b, t] @ p["w_gate"] + p["b_gate"]  # (NH,)
+            gate = [math.exp(z) / sum(math.exp(y) for y in logits.tolist()) for z in logits.tolist()]
+            mixed = sum(gate[n] * heads[b, t, n * hs:(n + 1) * hs] for n in range(NH))  # (hs,)
+            expected[b, t] = mixed @ p["w_proj"] + p["b_proj"]
+    got = mixture_of_heads(h, p, NH, no_dropout)  # (B, T, C)
+    assert relative_error(got.numpy(), expected.numpy()) < 1e-12
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 2])
+def test_reference_mixture_of_experts_equals_a_loop_over_tokens_and_experts(top_k):
+    """Token by token: its top_k experts by gate probability, weighted by those probabilities over their sum (all
+    experts by the probabilities when dense); aux = w * NE * sum_e (share of slots routed to e) * (mean prob of e)."""
+    N, C, Fe, NE, aux_weight = 7, 5, 6, 3, 0.3
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, N, C, generator=gen, dtype=torch.float64)  # (1, N, C)
+    shapes = {"w_gate": (C, NE), "b_gate": (NE,), "w_fc": (NE, C, Fe), "b_fc": (NE, Fe), "w_proj": (NE, Fe, C),
+              "b_proj": (NE, C)}
+    p = {name: torch.randn(*shape, generator=gen, dtype=torch.float64) for name, shape in shapes.items()}
+    expected = torch.zeros(N, C, dtype=torch.float64)  # (N, C)
+    routed = [0] * NE
+    mean_probs = [0.0] * NE
+    for n in range(N):
+        scores = [math.exp(z) for z in (x[0, n] @ p["w_gate"] + p["b_gate"]).tolist()]
+        probs = [s / sum(scores) for s in scores]
+        chosen = sorted(range(NE), key=lambda e: -probs[e])[:top_k or NE]
+        for e in chosen:
+            u = x[0, n] @ p["w_fc"][e] + p["b_fc"][e]  # (Fe,)
+            hidden = 0.5 * u * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u ** 3)))  # (Fe,) GELU
+            expected[n] += probs[e] / sum(probs[c] for c in chosen) * (hidden @ p["w_proj"][e] + p["b_proj"][e])
+            routed[e] += 1
+        mean_probs = [m + probs[e] / N for e, m in enumerate(mean_probs)]
+    expected_aux = aux_weight * NE * sum(routed[e] / (N * top_k) * mean_probs[e] for e in range(NE)) if top_k else 0
+    got, aux = mixture_of_experts(x, p, top_k, aux_weight)  # (1, N, C), ()
+    assert relative_error(got[0].numpy(), expected.numpy()) < 1e-12
+    assert aux.item() == pytest.approx(expected_aux, rel=1e-12, abs=0)
 
 
 # --- optimizer: schedule, clipping, AdamW --------------------------------------------------------------------
