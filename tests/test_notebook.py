@@ -70,6 +70,11 @@ def test_notebook_executes_top_to_bottom(tmp_path):
     assert "same text: True" in outputs
     assert re.search(r"sum of sizes [\d,]+ == num_params\(config\) [\d,]+: True", outputs)
     assert not list(tmp_path.glob("configs")), "the notebook must write its run into its own temp dir"
+    images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+              if "image/png" in out.get("data", {})]
+    # two attention maps, the loss curve, the temperature bars, the position similarities: all five must show,
+    # including those drawn after littlebaby.api.train has written a report
+    assert len(images) == 5, f"expected 5 figures in the executed notebook, got {len(images)}"
 
 
 def test_layer_notes_exist_for_every_layer():
