@@ -28,7 +28,7 @@ from littlebaby.generate import sample_text
 from littlebaby.optim import clip_grad_norm, lr_schedule
 from littlebaby.runs import atomic_write_text
 
-DEFAULT_STEPS = 3000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
+DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
 
 
 @dataclasses.dataclass

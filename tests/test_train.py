@@ -99,7 +99,7 @@ def test_budgets_become_a_plan():
     assert make_plan(tc, 1e-3, n_train=3200, batch_size=4, n_ctx=8).steps == 200
     plan = make_plan(TrainConfig(max_time=1.0), 1e-3, 3200, 4, 8, seconds_per_step=0.5)
     assert plan.steps == 120 and plan.eval_every == 12 and plan.min_lr == pytest.approx(1e-4)
-    assert make_plan(TrainConfig(), 1e-3, 3200, 4, 8).steps == 3000
+    assert make_plan(TrainConfig(), 1e-3, 3200, 4, 8).steps == 4000
     with pytest.raises(BabyError, match="one training budget"):
         TrainConfig(steps=5, epochs=1.0)
 
