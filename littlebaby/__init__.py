@@ -3,21 +3,14 @@
 Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby.model`` ->
 ``littlebaby.optim`` -> ``littlebaby.train`` -> ``littlebaby.generate``.
 
-The workflow functions (``train``, ``finetune``, ``generate``, ``load_run``) are imported on first use, so that
-``import littlebaby.nn`` or ``littlebaby.model`` loads NumPy and nothing else.
+The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only. The workflow
+functions below mirror the ``baby`` commands. Note that ``littlebaby.train`` and ``littlebaby.generate`` are these
+functions; their modules are reached with ``from littlebaby.train import ...``.
 """
 
 __version__ = "0.1.0"
 
-_API = ("train", "finetune", "generate", "load_run", "resume_run")
+from littlebaby.api import Generation, Run, finetune, generate, load_run, resume_run, train  # noqa: E402
+from littlebaby.train import TrainConfig  # noqa: E402
 
-
-def __getattr__(name):
-    if name in _API:
-        from littlebaby import api
-        return getattr(api, name)
-    raise AttributeError(f"module 'littlebaby' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_API])
+__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "Run", "Generation", "TrainConfig"]
