@@ -19,7 +19,7 @@ import numpy as np
 from littlebaby import checkpoint, corpus
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
-from littlebaby.generate import sample_text
+from littlebaby.generate import sample_texts
 from littlebaby.model import GPT, Config
 from littlebaby.optim import AdamW
 from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, atomic_write_json, atomic_write_text,
@@ -71,9 +71,10 @@ class Run:
 
 @dataclasses.dataclass
 class Generation:
-    text: str                     # prompt + sampled text
+    text: str                     # prompt + sampled text (the first sample)
     path: pathlib.Path            # outputs/completion_G_<stamp>.txt
-    tokens_per_s: float
+    tokens_per_s: float           # sampled tokens per second, all samples counted
+    texts: list                   # every sample, when --num-samples asked for several
 
 
 def load_run(run: str, out=".") -> Run:
@@ -194,13 +195,14 @@ def resume_run(run, out=".", quiet=False, on_step=None) -> Run:
 
 
 def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=None, seed=None, cache=True,
-             out=".", stream=None) -> Generation:
+             out=".", stream=None, num_samples=1) -> Generation:
     """Sample from a run; write outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of the settings.
-    ``stream`` (e.g. sys.stdout) receives the text as it is produced."""
+    ``stream`` (e.g. sys.stdout) receives the first sample as it is produced. With num_samples > 1 the samples
+    are generated as one batch; ``Generation.texts`` holds them all and the file separates them."""
     loaded = load_run(run, out)
     start = time.perf_counter()
-    text = sample_text(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
-                       np.random.default_rng(seed), cache, stream)
+    texts = sample_texts(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
+                         np.random.default_rng(seed), cache, num_samples, stream)
     seconds = time.perf_counter() - start
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     text_path, json_path = loaded.paths.generation(stamp)
@@ -208,13 +210,14 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
         if not text_path.exists():
             break
         text_path, json_path = loaded.paths.generation(f"{stamp}-{n}")
-    tokens_per_s = max_tokens / seconds if seconds > 0 else 0.0
-    atomic_write_text(text_path, text)
+    tokens_per_s = max_tokens * num_samples / seconds if seconds > 0 else 0.0
+    atomic_write_text(text_path, texts[0] if num_samples == 1 else "".join(
+        f"=== sample {i + 1} of {num_samples} ===\n{text}\n" for i, text in enumerate(texts)))
     atomic_write_json(json_path, {"run": loaded.guid, "prompt": prompt, "max_tokens": max_tokens,
                                   "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
-                                  "cache": cache, "seconds": seconds, "tokens_per_s": tokens_per_s,
-                                  "created": utc_now()})
-    return Generation(text, text_path, tokens_per_s)
+                                  "cache": cache, "num_samples": num_samples, "seconds": seconds,
+                                  "tokens_per_s": tokens_per_s, "created": utc_now()})
+    return Generation(texts[0], text_path, tokens_per_s, texts)
 
 
 def merge_options(config, options) -> dict:

@@ -39,6 +39,19 @@ def add_training_options(p, finetune=False):
                              ("--batch-size", int, "sequences per step"),
                              ("--lr", float, "peak learning rate")):
         model.add_argument(flag, type=kind, metavar="N" if kind is int else "F", help=text)
+    switches = p.add_argument_group("architecture switches (see the README's parameter guide)")
+    switches.add_argument("--c-sequence", choices=("pre", "post"), help="LayerNorm before sublayers (pre, default) "
+                          "or after each residual add (post)")
+    switches.add_argument("--c-attention", choices=("mha", "moh"), help="multi-head attention (mha, default) or "
+                          "mixture of heads (moh)")
+    switches.add_argument("--c-network", choices=("mlp", "moe"), help="one MLP (default) or a mixture of experts")
+    switches.add_argument("--n-experts", type=int, metavar="N", help="experts per block with moe (default 4)")
+    switches.add_argument("--moe-top-k", type=int, metavar="K", help="0: dense soft gate (default); K: each token "
+                          "runs only its K best experts")
+    switches.add_argument("--moe-expansion", type=int, metavar="N", help="an expert's hidden width in n_emb (4)")
+    switches.add_argument("--moe-aux-weight", type=float, metavar="F", help="load-balancing loss weight (0.01)")
+    switches.add_argument("--weight-tying", action=argparse.BooleanOptionalAction, default=None,
+                          help="the LM head reuses the token embedding (default off)")
     budget = p.add_argument_group("budget (one of; default %d steps)" % DEFAULT_STEPS)
     one = budget.add_mutually_exclusive_group()
     one.add_argument("--epochs", type=float, metavar="E", help="passes over the training split")
@@ -60,7 +73,9 @@ def add_training_options(p, finetune=False):
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
-TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr", "epochs",
+TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr",
+                  "c_sequence", "c_attention", "c_network", "n_experts", "moe_top_k", "moe_expansion",
+                  "moe_aux_weight", "weight_tying", "epochs",
                   "steps", "max_time", "eval_every", "eval_batches", "warmup_steps", "min_lr", "weight_decay",
                   "grad_clip", "seed", "tokenizer", "vocab_size")
 
@@ -91,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest tokens")
     generate.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: smallest set with mass P")
     generate.add_argument("--seed", type=int, metavar="N", help="seed for reproducible samples")
-    generate.add_argument("--no-cache", action="store_true", help="recompute the full context at each step")
+    generate.add_argument("--num-samples", type=int, default=1, metavar="N",
+                          help="N continuations generated as one batch (1)")
+    generate.add_argument("--no-cache", action="store_true",
+                          help="recompute the context at each step instead of using the KV cache (same text)")
     generate.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
 
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
@@ -115,8 +133,11 @@ def main(argv=None) -> int:
         elif args.command == "generate":
             result = api.generate(args.run, prompt=args.prompt, max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                  seed=args.seed, cache=not args.no_cache, out=args.out, stream=sys.stdout)
+                                  seed=args.seed, cache=not args.no_cache, out=args.out, stream=sys.stdout,
+                                  num_samples=args.num_samples)
             print(file=sys.stdout)
+            for i, text in enumerate(result.texts[1:], start=2):
+                print(f"\n=== sample {i} of {args.num_samples} ===\n{text}", file=sys.stdout)
             print(f"({result.tokens_per_s:,.0f} tokens/s; saved to {result.path})", file=sys.stderr)
         elif args.command == "runs":
             print(report.runs_table(args.out))

@@ -1,8 +1,9 @@
-"""Sampling text from a trained GPT: temperature, top-k, top-p, streamed one token at a time.
+"""Sampling text from a trained GPT: temperature, top-k, top-p, a batch of samples at once, streamed.
 
-The loop asks a *stepper* for the next-token logits. ``FullContextStepper`` reruns the model on the last
-n_ctx tokens at every step (cost grows with the context); a KV-cached stepper, which feeds only the new token,
-slots into ``make_stepper`` with the same two methods.
+The loop asks a *stepper* (littlebaby/kvcache.py) for the next-token logits of every sequence in the batch:
+``CachedStepper`` prefills the prompt once and then feeds the model one token a step through the KV cache;
+``UncachedStepper`` (``--no-cache``) recomputes the same window from scratch every step. Both show the model the
+same tokens, so they give the same text.
 """
 
 import math
@@ -10,34 +11,12 @@ import math
 import numpy as np
 
 from littlebaby.errors import BabyError
-
-
-class FullContextStepper:
-    """Next-token logits by a full forward pass over the context, cropped to the model's n_ctx."""
-
-    def __init__(self, gpt):
-        self.gpt = gpt
-        self.context = []
-
-    def start(self, ids) -> np.ndarray:
-        """Take the prompt's ids; return the logits (V,) for the token after them."""
-        self.context = [int(i) for i in ids]
-        return self._logits()
-
-    def push(self, token_id) -> np.ndarray:
-        """Append one sampled id; return the logits (V,) for the token after it."""
-        self.context.append(int(token_id))
-        return self._logits()
-
-    def _logits(self):
-        window = np.array(self.context[-self.gpt.config.n_ctx:], dtype=np.int64)[None, :]  # (1, T)
-        return self.gpt.forward(window)[0, -1]                                             # (V,)
+from littlebaby.kvcache import CachedStepper, UncachedStepper
 
 
 def make_stepper(gpt, use_cache=True):
-    """The stepper for generation. ``use_cache`` asks for a KV cache; until the model offers one, both
-    choices recompute the context (``--no-cache`` is accepted and gives the same text)."""
-    return FullContextStepper(gpt)
+    """The stepper for generation: with the KV cache (O(context) per token) or without (O(context^2))."""
+    return CachedStepper(gpt) if use_cache else UncachedStepper(gpt)
 
 
 def check_settings(max_tokens, temperature, top_k, top_p):
@@ -51,36 +30,47 @@ def check_settings(max_tokens, temperature, top_k, top_p):
         raise BabyError(f"--top-p must be in (0, 1], got {top_p}")
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None) -> int:
-    """One token id from logits (V,). temperature 0 is greedy; top_k keeps the k likeliest (k clamped to V);
-    top_p keeps the smallest set of likeliest tokens whose probability reaches p."""
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Token ids from logits (B, V) -> (B,), or one id (an int) from logits (V,).
+
+    temperature 0 is greedy; top_k keeps the k likeliest (k clamped to V); top_p keeps the smallest set of
+    likeliest tokens whose probability reaches p. One uniform draw per row.
+    """
+    if np.ndim(logits) == 1:
+        return int(sample_next(np.asarray(logits)[None], temperature, top_k, top_p, rng)[0])
     if temperature == 0:
-        return int(np.argmax(logits))
-    scaled = np.asarray(logits, dtype=np.float64) / temperature                 # (V,)
-    if top_k is not None and top_k < scaled.size:
-        kth_largest = np.partition(scaled, -top_k)[-top_k]
-        scaled = np.where(scaled < kth_largest, -np.inf, scaled)               # (V,)
-    probs = np.exp(scaled - scaled.max())                                      # (V,)
-    probs /= probs.sum()
+        return np.argmax(logits, axis=-1)                                      # (B,)
+    scaled = np.asarray(logits, dtype=np.float64) / temperature                # (B, V)
+    B, V = scaled.shape
+    if top_k is not None and top_k < V:
+        kth_largest = np.partition(scaled, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
+        scaled = np.where(scaled < kth_largest, -np.inf, scaled)              # (B, V)
+    probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))                # (B, V)
+    probs /= probs.sum(axis=-1, keepdims=True)
     if top_p is not None and top_p < 1:
-        order = np.argsort(-probs, kind="stable")                             # (V,) likeliest first
-        before = np.cumsum(probs[order]) - probs[order]                       # (V,) mass of the likelier ones
-        dropped = order[before >= top_p]                                      # the first token is always kept
+        order = np.argsort(-probs, axis=-1, kind="stable")                    # (B, V) likeliest first
+        sorted_probs = np.take_along_axis(probs, order, axis=-1)               # (B, V)
+        before = np.cumsum(sorted_probs, axis=-1) - sorted_probs               # (B, V) mass of the likelier ones
+        dropped = np.zeros_like(probs, dtype=bool)                             # (B, V)
+        np.put_along_axis(dropped, order, before >= top_p, axis=-1)           # the likeliest is always kept
         probs[dropped] = 0.0
-        probs /= probs.sum()
-    cdf = np.cumsum(probs)                                                     # (V,)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), probs.size - 1))
+        probs /= probs.sum(axis=-1, keepdims=True)
+    cdf = np.cumsum(probs, axis=-1)                                            # (B, V)
+    u = rng.random(B)[:, None] * cdf[:, -1:]                                   # (B, 1)
+    return np.minimum((cdf <= u).sum(axis=-1), V - 1)                          # (B,) first index with cdf > u
 
 
-def sample_ids(gpt, prompt_ids, max_tokens, temperature=1.0, top_k=None, top_p=None, rng=None, use_cache=True):
-    """Yield max_tokens new ids after prompt_ids (at least one id), one at a time."""
+def sample_ids(gpt, prompt_ids, max_tokens, temperature=1.0, top_k=None, top_p=None, rng=None, use_cache=True,
+               num_samples=1):
+    """Yield max_tokens steps of new ids (num_samples,), continuing prompt_ids (at least one id) in a batch."""
     stepper = make_stepper(gpt, use_cache)
-    logits = stepper.start(prompt_ids)                                         # (V,)
+    prompts = np.tile(np.asarray(prompt_ids, dtype=np.int64), (num_samples, 1))  # (N, T0)
+    logits = stepper.start(prompts)                                            # (N, V)
     for i in range(max_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, rng)
-        yield token
+        tokens = sample_next(logits, temperature, top_k, top_p, rng)           # (N,)
+        yield tokens
         if i + 1 < max_tokens:
-            logits = stepper.push(token)                                       # (V,)
+            logits = stepper.push(tokens)                                      # (N, V)
 
 
 def start_ids(tokenizer) -> list[int]:
@@ -99,23 +89,35 @@ def encode_prompt(tokenizer, prompt) -> list[int]:
         raise BabyError(f"the prompt cannot be encoded: {e}") from None
 
 
+def sample_texts(gpt, tokenizer, prompt, max_tokens, temperature=1.0, top_k=None, top_p=None, rng=None,
+                 use_cache=True, num_samples=1, stream=None) -> list[str]:
+    """num_samples continuations of prompt, generated as one batch; each is prompt + max_tokens tokens as text.
+    The first sample is also written to ``stream`` piece by piece as it is produced."""
+    check_settings(max_tokens, temperature, top_k, top_p)
+    if num_samples < 1:
+        raise BabyError(f"--num-samples must be at least 1, got {num_samples}")
+    rng = np.random.default_rng() if rng is None else rng
+    ids = encode_prompt(tokenizer, prompt) if prompt else start_ids(tokenizer)
+    decoders = [tokenizer.stream_decoder() for _ in range(num_samples)]
+    pieces = [[prompt] for _ in range(num_samples)]
+
+    def write(text):
+        if stream is not None and text:
+            stream.write(text)
+            stream.flush()
+
+    write(prompt)
+    for tokens in sample_ids(gpt, ids, max_tokens, temperature, top_k, top_p, rng, use_cache, num_samples):
+        for sample, decoder, token in zip(pieces, decoders, tokens):
+            sample.append(decoder.push(int(token)))
+        write(pieces[0][-1])
+    for sample, decoder in zip(pieces, decoders):
+        sample.append(decoder.flush())
+    write(pieces[0][-1])
+    return ["".join(sample) for sample in pieces]
+
+
 def sample_text(gpt, tokenizer, prompt, max_tokens, temperature=1.0, top_k=None, top_p=None, rng=None,
                 use_cache=True, stream=None) -> str:
     """prompt + max_tokens sampled tokens as text; each piece is also written to ``stream`` as it arrives."""
-    check_settings(max_tokens, temperature, top_k, top_p)
-    rng = np.random.default_rng() if rng is None else rng
-    ids = encode_prompt(tokenizer, prompt) if prompt else start_ids(tokenizer)
-    decoder = tokenizer.stream_decoder()
-    pieces = [prompt]
-    if stream is not None:
-        stream.write(prompt)
-    for token in sample_ids(gpt, ids, max_tokens, temperature, top_k, top_p, rng, use_cache):
-        pieces.append(decoder.push(token))
-        if stream is not None and pieces[-1]:
-            stream.write(pieces[-1])
-            stream.flush()
-    pieces.append(decoder.flush())
-    if stream is not None:
-        stream.write(pieces[-1])
-        stream.flush()
-    return "".join(pieces)
+    return sample_texts(gpt, tokenizer, prompt, max_tokens, temperature, top_k, top_p, rng, use_cache, 1, stream)[0]

@@ -89,3 +89,24 @@ def test_python_dash_m_help():
     assert result.returncode == 0
     for command in ("train", "finetune", "generate", "runs"):
         assert command in result.stdout
+
+
+def test_architecture_switches_from_flags_are_saved_and_reloaded(work, capsys):
+    switches = ["--c-sequence", "post", "--c-attention", "moh", "--c-network", "moe", "--n-experts", "3",
+                "--moe-top-k", "2", "--moe-expansion", "2", "--moe-aux-weight", "0.05", "--weight-tying"]
+    assert baby("train", "--data", work / "tiny.txt", "--steps", "4", "--quiet", "--out", work, *TINY,
+                *switches) == 0
+    (guid,) = run_ids(work)
+    model = json.loads(RunPaths(work, guid).config.read_text(encoding="utf-8"))["model"]
+    assert model | dict(c_sequence="post", c_attention="moh", c_network="moe", n_experts=3, moe_top_k=2,
+                        moe_expansion=2, moe_aux_weight=0.05, weight_tying=True) == model
+    assert baby("finetune", "last", "--data", work / "tiny.txt", "--steps", "2", "--quiet", "--out", work) == 0
+    finetuned = json.loads(RunPaths(work, guid + "_finetuned").config.read_text(encoding="utf-8"))["model"]
+    assert finetuned == model
+    capsys.readouterr()
+    assert baby("generate", "last", "--prompt", "ANNE:", "--max-tokens", "8", "--num-samples", "3", "--out",
+                work) == 0
+    assert capsys.readouterr().out.count("=== sample") == 2
+    with pytest.raises(SystemExit) as exit_code:  # argparse refuses an unknown choice with its usage line
+        baby("train", "--data", work / "tiny.txt", "--c-sequence", "middle", "--out", work)
+    assert exit_code.value.code == 2

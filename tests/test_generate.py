@@ -8,7 +8,8 @@ import pytest
 
 import littlebaby.api as api
 from littlebaby.errors import BabyError
-from littlebaby.generate import FullContextStepper, check_settings, sample_next, sample_text
+from littlebaby.generate import check_settings, make_stepper, sample_next, sample_text, sample_texts
+from littlebaby.kvcache import window_start
 from littlebaby.model import GPT, Config
 from littlebaby.tokenizers import train_tokenizer
 
@@ -65,14 +66,46 @@ def test_settings_are_checked():
             check_settings(**settings)
 
 
-def test_context_is_cropped_to_n_ctx(model):
+def test_steppers_see_the_window_past_n_ctx(model):
     gpt, tok = model
     ids = tok.encode(TEXT[:30])
-    stepper = FullContextStepper(gpt)
-    logits = stepper.start(ids)
-    np.testing.assert_array_equal(logits, gpt.forward(ids[None, -8:])[0, -1])
-    logits = stepper.push(3)
-    np.testing.assert_array_equal(logits, gpt.forward(np.append(ids, 3)[None, -8:])[0, -1])
+    for stepper in (make_stepper(gpt, use_cache=True), make_stepper(gpt, use_cache=False)):
+        logits = stepper.start(ids[None])                                   # (1, V)
+        start = window_start(30, gpt.config.n_ctx)
+        np.testing.assert_allclose(logits, gpt.forward(ids[None, start:])[:, -1], atol=1e-5)
+        logits = stepper.push(np.array([3]))
+        longer = np.append(ids, 3)
+        start = window_start(31, gpt.config.n_ctx)
+        np.testing.assert_allclose(logits, gpt.forward(longer[None, start:])[:, -1], atol=1e-5)
+
+
+def test_a_batch_of_samples_differs_and_each_row_is_a_seeded_draw(model):
+    gpt, tok = model
+    texts = sample_texts(gpt, tok, "ANNE:", 30, rng=np.random.default_rng(3), num_samples=4)
+    assert len(texts) == 4 and len(set(texts)) > 1 and all(t.startswith("ANNE:") for t in texts)
+    assert texts == sample_texts(gpt, tok, "ANNE:", 30, rng=np.random.default_rng(3), num_samples=4)
+    greedy = sample_texts(gpt, tok, "ANNE:", 20, temperature=0, num_samples=3)
+    assert greedy == [sample_text(gpt, tok, "ANNE:", 20, temperature=0)] * 3
+
+
+def test_batched_sampling_draws_like_single_rows():
+    logits = np.random.default_rng(0).standard_normal((5, 9))
+    batch = sample_next(logits, 0.8, top_k=4, top_p=0.9, rng=np.random.default_rng(1))
+    rng = np.random.default_rng(1)
+    u = rng.random(5)
+    for row, token in zip(range(5), batch):
+        single = sample_next(logits[row], 0.8, top_k=4, top_p=0.9, rng=_FixedDraw(u[row]))
+        assert single == token
+
+
+class _FixedDraw:
+    """A stand-in generator whose one uniform draw is fixed, to compare a batch row with a single sample."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def random(self, size):
+        return np.full(size, self.value)
 
 
 def test_streamed_text_is_the_returned_text_and_seeded(model):
