@@ -18,6 +18,7 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby generate last --prompt "ROMEO:"
   baby finetune last --data more.txt --steps 200
   baby runs                            list the runs in the current directory
+  baby info last                       config, parameters by component, FLOPs, losses of a run
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
@@ -112,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="recompute the context at each step instead of using the KV cache (same text)")
     generate.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
 
+    info = commands.add_parser("info", help="a run's config, parameters by component, FLOPs, losses")
+    info.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    info.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
     runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
@@ -139,6 +144,8 @@ def main(argv=None) -> int:
             for i, text in enumerate(result.texts[1:], start=2):
                 print(f"\n=== sample {i} of {args.num_samples} ===\n{text}", file=sys.stdout)
             print(f"({result.tokens_per_s:,.0f} tokens/s; saved to {result.path})", file=sys.stderr)
+        elif args.command == "info":
+            print(report.info_text(api.load_run(args.run, args.out)))
         elif args.command == "runs":
             print(report.runs_table(args.out))
     except BabyError as e:

@@ -65,11 +65,10 @@ def build_report(state, status) -> dict:
 
 def plot_png(report) -> bytes:
     """The loss curve: per-step training loss (faint), eval train and val loss, against steps."""
-    import matplotlib
-    matplotlib.use("Agg")          # files only, never a window
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure   # a bare Figure draws with Agg and leaves pyplot's backend alone
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     ax.plot(range(1, len(report["loss"]) + 1), report["loss"], color="tab:blue", alpha=0.25, lw=0.8,
             label="train (batch)")
     evals = report["evals"]
@@ -82,7 +81,6 @@ def plot_png(report) -> bytes:
     ax.legend()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -126,3 +124,40 @@ def runs_table(out) -> str:
         return f"no runs in {out}"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def params_by_component(config) -> dict:
+    """Parameter count per component: embeddings, each block's parts summed over blocks, final norm, head."""
+    from littlebaby.model import param_shapes
+    counts = {}
+    for name, shape in param_shapes(config).items():
+        parts = name.split(".")
+        component = {"wte": "token embedding (wte)", "wpe": "position embedding (wpe)"}.get(name) or (
+            f"blocks: {parts[2]} (x{config.n_layers})" if parts[0] == "blocks" else parts[0])
+        counts[component] = counts.get(component, 0) + math.prod(shape)
+    return counts
+
+
+def info_text(run) -> str:
+    """``baby info RUN``: the config, parameters by component, FLOPs per token and the losses of a loaded run."""
+    gpt, record = run.gpt, run.record
+    lines = [f"run {run.guid} ({record.kind}{', from ' + record.parent if record.parent else ''}), "
+             f"created {record.created[:19].replace('T', ' ')} UTC",
+             f"data: {record.data.get('source')} ({record.data.get('chars', 0):,} characters, "
+             f"{record.data.get('tokens', 0):,} tokens); tokenizer: {record.tokenizer.get('kind')} "
+             f"V={gpt.config.vocab_size}", "", "model:"]
+    lines += [f"  {key:<15} {value}" for key, value in gpt.config.to_dict().items()]
+    lines += ["", "parameters:"]
+    counts = params_by_component(gpt.config)
+    width = max(len(c) for c in counts)
+    lines += [f"  {component:<{width}}  {count:>12,}" for component, count in counts.items()]
+    lines += [f"  {'total':<{width}}  {gpt.num_params():>12,}", "",
+              f"training FLOPs per token: {gpt.flops_per_token():,} (6 per matmul weight + attention's 12 L T H)"]
+    if run.paths.report_json.exists():
+        rep = run.report
+        lines += [f"steps: {rep['steps']}/{rep['planned_steps']} ({rep['status']}), {rep['tokens_seen']:,} tokens, "
+                  f"{rep['tokens_per_s']:,.0f} tokens/s"]
+        lines += [f"  step {e['step']:>6}: train {e['train_loss']:.4f}  val {e['val_loss']:.4f}"
+                  + (f" ({e['val_bpc']:.3f} bits/char)" if e.get("val_bpc") is not None else "")
+                  for e in rep["evals"]]
+    return "\n".join(lines)

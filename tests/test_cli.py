@@ -110,3 +110,26 @@ def test_architecture_switches_from_flags_are_saved_and_reloaded(work, capsys):
     with pytest.raises(SystemExit) as exit_code:  # argparse refuses an unknown choice with its usage line
         baby("train", "--data", work / "tiny.txt", "--c-sequence", "middle", "--out", work)
     assert exit_code.value.code == 2
+
+
+def test_info_shows_config_parameters_flops_and_losses(work, capsys):
+    from littlebaby.model import Config, flops_per_token, num_params
+    assert baby("train", "--data", work / "tiny.txt", "--steps", "4", "--quiet", "--out", work, *TINY) == 0
+    capsys.readouterr()
+    assert baby("info", "last", "--out", work) == 0
+    out = capsys.readouterr().out
+    model = json.loads(RunPaths(work, run_ids(work)[0]).config.read_text(encoding="utf-8"))["model"]
+    config = Config.from_dict(model)
+    totals = [line.split() for line in out.splitlines() if line.strip().startswith("total")]
+    assert totals == [["total", f"{num_params(config):,}"]]
+    assert f"{flops_per_token(config):,}" in out and "val " in out and "n_ctx           8" in out
+    assert baby("info", "nope", "--out", work) == 2
+
+
+def test_the_loss_plot_leaves_pyplot_alone():
+    import matplotlib
+    from littlebaby.report import plot_png
+    before = matplotlib.get_backend()
+    png = plot_png({"guid": "g", "loss": [3.0, 2.5, 2.0], "evals": [
+        {"step": 0, "train_loss": 3.1, "val_loss": 3.2}, {"step": 3, "train_loss": 2.0, "val_loss": 2.2}]})
+    assert png.startswith(b"\x89PNG") and matplotlib.get_backend() == before
