@@ -6,6 +6,7 @@ Two kinds of file use it:
                     metadata "step", "data_rng", "dropout_rng", "history" (JSON each)
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -25,17 +26,62 @@ def save_arrays(path, arrays: dict, metadata: dict) -> None:
 
 
 def load_arrays(path) -> tuple[dict, dict]:
-    """(arrays, metadata) of a file written by ``save_arrays``; a missing or damaged file is a BabyError."""
+    """(arrays, metadata) of a file written by ``save_arrays``; a missing, damaged or crafted file is a BabyError.
+
+    The header is checked by ``check_header`` before the safetensors library maps a single tensor.
+    """
     path = pathlib.Path(path)
-    if not path.exists():
-        raise BabyError(f"file not found: {path}")
+    if not path.is_file():
+        raise BabyError(f"file not found: {path}" if not path.exists() else f"{path} is not a file")
     try:
+        with open(path, "rb") as f:
+            check_header(f.read(HEADER_LIMIT + 8), path.stat().st_size, path)
         with safetensors.safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             arrays = {name: f.get_tensor(name) for name in f.keys()}
         return arrays, {key: json.loads(value) for key, value in meta.items()}
-    except (OSError, ValueError, safetensors.SafetensorError) as e:
+    except BabyError:
+        raise
+    except (OSError, ValueError, RecursionError, safetensors.SafetensorError) as e:
         raise BabyError(f"cannot read {path}: {e}; the file is damaged, retrain or restore it") from None
+
+
+HEADER_LIMIT = 100 << 20                            # 100 MB of JSON header is far beyond any real model
+DTYPES = {"F32": 4, "F64": 8}                       # the only tensor types littlebaby writes
+
+
+def check_header(head: bytes, file_size: int, path) -> None:
+    """Refuse a safetensors header that is not what littlebaby writes: only float32/float64 tensors whose
+    shapes, offsets and sizes agree with each other and with the file's length (no absurd allocation)."""
+    damaged = f"{path} is not a littlebaby safetensors file"
+    if len(head) < 8:
+        raise BabyError(f"{damaged}: it is only {file_size} bytes long; retrain or restore it")
+    n = int.from_bytes(head[:8], "little")
+    if n > min(HEADER_LIMIT, file_size - 8):
+        raise BabyError(f"{damaged}: its header claims {n} bytes in a file of {file_size}; it is truncated "
+                        f"or was not written by littlebaby")
+    try:
+        header = json.loads(head[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BabyError(f"{damaged}: its header is not UTF-8 JSON; retrain or restore it") from None
+    if not isinstance(header, dict):
+        raise BabyError(f"{damaged}: its header is not a JSON object")
+    data_size = file_size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise BabyError(f"{damaged}: its metadata is not a map of strings")
+            continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in DTYPES:
+            raise BabyError(f"{damaged}: tensor {name!r} is not float32 or float64")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or len(shape) > 4
+                or not all(type(d) is int and 0 <= d <= data_size for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int for o in offsets) or not 0 <= offsets[0] <= offsets[1] <= data_size
+                or offsets[1] - offsets[0] != DTYPES[entry["dtype"]] * int(np.prod(shape, dtype=object))):
+            raise BabyError(f"{damaged}: tensor {name!r} has shape {shape} and offsets {offsets} that do not "
+                            f"fit its {data_size} bytes of data; it is damaged or crafted")
 
 
 def save_model(path, params: dict, model_config: dict, guid: str) -> None:
@@ -43,11 +89,32 @@ def save_model(path, params: dict, model_config: dict, guid: str) -> None:
 
 
 def load_model(path) -> tuple[dict, dict]:
-    """(params, model config dict) of a model file."""
+    """(params, model config dict) of a model file, refused unless it is a littlebaby model this version can
+    read: every array float32/float64 and finite, the config a JSON object with only known keys."""
     arrays, meta = load_arrays(path)
-    if "config" not in meta:
-        raise BabyError(f"{path} has no model config in its metadata; it was not written by littlebaby")
+    if meta.get("format") != "littlebaby-model" or not isinstance(meta.get("config"), dict):
+        raise BabyError(f"{path} is not a littlebaby model (no format and config in its metadata); "
+                        f"load only model_G.safetensors files written by `baby train`")
+    check_known_keys(meta["config"], path)
+    check_finite(arrays, path)
     return arrays, meta["config"]
+
+
+def check_known_keys(model_config: dict, path) -> None:
+    """A model made by a newer littlebaby may use switches this version does not have: say so plainly."""
+    from littlebaby.model import Config   # here, not at the top: model.py is far heavier than this module
+    unknown = sorted(set(model_config) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise BabyError(f"{path} uses model settings this version of littlebaby does not know "
+                        f"({', '.join(map(str, unknown[:4]))}); it was made by a newer version: upgrade littlebaby "
+                        f"(pip install -U) to load, generate from or finetune it")
+
+
+def check_finite(arrays: dict, path) -> None:
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise BabyError(f"{path}: array {name!r} holds NaN or infinite values; the run diverged or the file "
+                            f"is damaged. Use an earlier run, or retrain with a lower --lr")
 
 
 def save_checkpoint(path, params, optimizer_state, data_rng_state, dropout_rng_state, history) -> None:
@@ -60,14 +127,38 @@ def save_checkpoint(path, params, optimizer_state, data_rng_state, dropout_rng_s
 
 
 def load_checkpoint(path) -> dict:
-    """{"params", "optimizer": {"step", "m", "v"}, "data_rng", "dropout_rng", "history"} of a checkpoint."""
+    """{"params", "optimizer": {"step", "m", "v"}, "data_rng", "dropout_rng", "history"} of a checkpoint,
+    each part checked (names, shapes and dtypes of the moments against the parameters, the step, both RNG
+    states, the history's series) so a resume never starts from a damaged or crafted file."""
     arrays, meta = load_arrays(path)
+    bad = f"{path} is not a usable littlebaby checkpoint"
     if meta.get("format") != "littlebaby-checkpoint":
-        raise BabyError(f"{path} is not a littlebaby checkpoint")
+        raise BabyError(f"{bad}: no littlebaby-checkpoint format in its metadata")
 
     def group(prefix):
         return {n[len(prefix):]: a for n, a in arrays.items() if n.startswith(prefix)}
 
-    return {"params": group("param."), "optimizer": {"step": meta["step"], "m": group("adam_m."),
-                                                     "v": group("adam_v.")},
-            "data_rng": meta["data_rng"], "dropout_rng": meta["dropout_rng"], "history": meta["history"]}
+    params, m, v = group("param."), group("adam_m."), group("adam_v.")
+    for moments in (m, v):
+        if set(moments) != set(params) or any(moments[k].shape != params[k].shape
+                                               or moments[k].dtype != params[k].dtype for k in params):
+            raise BabyError(f"{bad}: its AdamW moments do not match its parameters")
+    check_finite(arrays, path)
+    step, history = meta.get("step"), meta.get("history")
+    if type(step) is not int or step < 0:
+        raise BabyError(f"{bad}: step {step!r} is not a count of steps")
+    if not isinstance(history, dict) or not all(isinstance(value, (list, float, int))
+                                                for value in history.values()):
+        raise BabyError(f"{bad}: its training history is missing or malformed")
+    for key in ("data_rng", "dropout_rng"):
+        check_rng_state(meta.get(key), f"{bad}: its {key} state")
+    return {"params": params, "optimizer": {"step": step, "m": m, "v": v},
+            "data_rng": meta["data_rng"], "dropout_rng": meta["dropout_rng"], "history": history}
+
+
+def check_rng_state(state, what: str) -> None:
+    """A saved PCG64 state must be one numpy accepts; try it on a scratch generator."""
+    try:
+        np.random.default_rng().bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError):
+        raise BabyError(f"{what} is not a numpy PCG64 state; the file is damaged, restart the run") from None

@@ -17,6 +17,7 @@ import tempfile
 import numpy as np
 
 from littlebaby.errors import BabyError
+from littlebaby.runs import WriteError, write_error_message
 
 TRAIN_FRACTION = 0.9
 CHUNK_CHARS = 1 << 20      # characters encoded at a time
@@ -32,10 +33,27 @@ def read_text(path) -> str:
     except IsADirectoryError:
         raise BabyError(f"--data must be a text file, {path} is a directory") from None
     except UnicodeDecodeError as e:
-        raise BabyError(f"{path} is not UTF-8 text ({e}); convert it, e.g. `iconv -t UTF-8`") from None
+        raise BabyError(not_utf8_message(path, e)) from None
+    except OSError as e:
+        raise BabyError(f"cannot read data file {path}: {e.strerror or e}") from None
     if not text:
-        raise BabyError(f"data file {path} is empty")
+        raise BabyError(f"data file {path} is empty; give a UTF-8 text file with at least a few lines")
     return text
+
+
+def not_utf8_message(path, error: UnicodeDecodeError) -> str:
+    """Where the first non-UTF-8 byte is (line, column, the byte) and how to convert the file.
+
+    littlebaby reads only UTF-8 (the tokenizers are defined on it); a Latin-1 or UTF-16 file must be
+    converted once rather than guessed at on every read.
+    """
+    before = error.object[:error.start]
+    line = before.count(b"\n") + 1
+    column = error.start - (before.rfind(b"\n") + 1) + 1
+    byte = error.object[error.start:error.start + 1]
+    return (f"{path} is not UTF-8 text: byte 0x{byte.hex()} at line {line}, column {column} (byte offset "
+            f"{error.start}) {error.reason}; convert the file once, e.g. `iconv -f latin1 -t utf-8 {path} > "
+            f"fixed.txt`, and train on fixed.txt")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -69,11 +87,11 @@ def text_chunks(path, chunk_chars=CHUNK_CHARS):
 def encode_to_file(text_path, tokenizer, tokens_path, chunk_chars=CHUNK_CHARS) -> int:
     """Encode a UTF-8 file chunk by chunk into tokens_path (atomically); return the number of tokens."""
     tokens_path = pathlib.Path(tokens_path)
-    tokens_path.parent.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
-    fd, tmp = tempfile.mkstemp(dir=tokens_path.parent, prefix=f".{tokens_path.name}.", suffix=".tmp")
-    n_tokens = 0
+    n_tokens, tmp = 0, None
     try:
+        tokens_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=tokens_path.parent, prefix=f".{tokens_path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             for chunk in text_chunks(text_path, chunk_chars):
                 ids = np.asarray(tokenizer.encode(chunk))                 # (n,) int64
@@ -82,9 +100,11 @@ def encode_to_file(text_path, tokenizer, tokens_path, chunk_chars=CHUNK_CHARS) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, tokens_path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise WriteError(write_error_message(tokens_path, e)) from None
+    finally:
+        if tmp is not None:
+            pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename; removes a failed write's
     return n_tokens
 
 
@@ -108,9 +128,12 @@ class TokenData:
         return self.tokens[self.n_train:]                                  # (N_val,)
 
     def check_fits(self, n_ctx):
-        """Both splits must hold at least one window of n_ctx inputs plus its shifted target."""
+        """Both splits must hold at least one window of n_ctx inputs plus its shifted target. When they do not,
+        the tokens file is removed as well: a run refused at the start leaves no artifact behind."""
         for name, split in (("training", self.train), ("validation", self.val)):
             if len(split) < n_ctx + 1:
+                if isinstance(self.tokens, np.memmap) and self.tokens.filename:
+                    pathlib.Path(self.tokens.filename).unlink(missing_ok=True)
                 raise BabyError(f"the {name} split has {len(split)} tokens but one window needs n_ctx + 1 = "
                                 f"{n_ctx + 1}; use more text (the split is 90/10) or a smaller --n-ctx")
 

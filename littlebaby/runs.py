@@ -15,9 +15,11 @@ A finetune of G is the run ``G_finetuned``; its parent is recorded in its config
 
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import pathlib
+import re
 import tempfile
 import uuid
 from typing import Literal
@@ -26,22 +28,61 @@ from littlebaby import config as configlib
 from littlebaby.errors import BabyError
 
 FINETUNE_SUFFIX = "_finetuned"
+RUN_NAME = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*(_finetuned)*")   # a GUID prefix, never a path
+
+
+class WriteError(BabyError, OSError):
+    """A file could not be written (disk full, no permission): a BabyError for the user, an OSError for code."""
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers see the old file or the new."""
+    """Write to a temp file in the same directory, fsync, then rename: readers see the old file or the new.
+
+    A write that fails (disk full, no permission, a read-only disk) removes its temp file, leaves the previous
+    file as it was, and raises a BabyError saying what to do. SIGKILL mid-write can leave only a hidden
+    ``.name.*.tmp`` file behind, never a half-written ``name``.
+    """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise WriteError(write_error_message(path, e)) from None
+    finally:
+        if tmp is not None and pathlib.Path(tmp).exists():
+            pathlib.Path(tmp).unlink(missing_ok=True)
+
+
+def write_error_message(path, error: OSError) -> str:
+    """One line for a failed write: which file, why, what to do, and that the earlier file is intact."""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some disk space (or point --out at another disk) and run the command again"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "choose a directory you can write to with --out"
+    elif error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        advice = "--out must be a directory (or a path that does not exist yet), not a file"
+    else:
+        advice = "check the disk and the permissions of --out"
+    return f"cannot write {path}: {reason}; {advice}. Files written before are intact"
+
+
+def check_writable(out) -> None:
+    """Refuse an --out where nothing can be written, before any work: create it and a probe file."""
+    out = pathlib.Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise WriteError(write_error_message(out, e)) from None
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -59,8 +100,13 @@ def read_json(path, what: str):
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BabyError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BabyError(f"{what} {path} is not valid UTF-8 JSON ({e}); delete it or fix it") from None
+    except OSError as e:
+        raise BabyError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise BabyError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                        f"delete it or restore it") from None
+    except (ValueError, RecursionError) as e:   # JSONDecodeError, a 5000-digit number, [[[[...]]]] nesting
+        raise BabyError(f"{what} {path} is not valid UTF-8 JSON ({e}); delete it or restore it") from None
 
 
 @dataclasses.dataclass
@@ -159,6 +205,9 @@ def resolve_run(run: str, out) -> str:
 
     ``ab12`` picks the base run whose GUID starts with ab12; ``ab12_finetuned`` picks its finetune.
     """
+    if not isinstance(run, str) or not (run == "last" or RUN_NAME.fullmatch(run)):
+        raise BabyError(f"{run!r} is not a run name: give a GUID, a prefix of one (hex digits and '-', "
+                        f"optionally ending in {FINETUNE_SUFFIX}), or last; `baby runs` lists them")
     ids = run_ids(out)
     if not ids:
         raise BabyError(f"no runs in {pathlib.Path(out).resolve()}: train one with `baby train`, "

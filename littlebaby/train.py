@@ -218,10 +218,9 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
             step_start = time.perf_counter()
             x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T)
             loss, grads = gpt.loss_and_grads(x, y)
-            if not math.isfinite(loss):
-                raise BabyError(f"the loss became {loss} at step {opt.step_count + 1}; lower --lr "
-                                f"(now {cfg.lr}) or raise --warmup-steps")
             norm = clip_grad_norm(grads, tc.grad_clip)
+            if not (math.isfinite(loss) and math.isfinite(norm)):   # checked before the step: params stay good
+                raise diverged(state, f"loss {loss}, gradient norm {norm}", opt.step_count + 1)
             lr = lr_schedule(opt.step_count, plan.steps, cfg.lr, plan.warmup_steps, plan.min_lr)
             opt.step(gpt.params, grads, lr)
             step_time = time.perf_counter() - step_start
@@ -230,7 +229,11 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
             session_steps += 1
             step = opt.step_count
             if step % plan.eval_every == 0 or step == plan.steps:
-                progress.log_eval(step, eval_now())
+                evaluation = eval_now()
+                if not math.isfinite(evaluation["train_loss"] + evaluation["val_loss"]):
+                    hist["evals"].pop()
+                    raise diverged(state, f"eval loss {evaluation['val_loss']}", step)
+                progress.log_eval(step, evaluation)
                 save_checkpoint(state)
             progress.update(loss, hist["evals"][-1]["val_loss"], step_time)
             if on_step is not None:
@@ -238,11 +241,20 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
             elapsed = time.perf_counter() - session_start
             if time_budget_s is not None and elapsed + elapsed / session_steps > time_budget_s:
                 stop.reason = stop.reason or "time budget reached"
-    progress.close()
-    hist["train_seconds"] += time.perf_counter() - session_start
-    status = "complete" if opt.step_count >= plan.steps else stop.reason
-    save_checkpoint(state)
-    return finish(state, status, quiet)
+        progress.close()   # still inside StopRequest: a signal now waits until the artifacts are written
+        hist["train_seconds"] += time.perf_counter() - session_start
+        status = "complete" if opt.step_count >= plan.steps else stop.reason
+        save_checkpoint(state)
+        return finish(state, status, quiet)
+
+
+def diverged(state, what, step) -> BabyError:
+    """The error for a NaN / inf: nothing more is saved, so the checkpoint on disk is the last good one."""
+    saved = state.history["evals"][-1]["step"] if state.history["evals"] else 0
+    return BabyError(f"training diverged at step {step} ({what}); stopped without saving, so the checkpoint of "
+                     f"step {saved} in {state.paths.checkpoint} is the last good state. Train again with a lower "
+                     f"--lr (now {state.gpt.config.lr}), a smaller --grad-clip (now {state.train_config.grad_clip}) "
+                     f"or more --warmup-steps")
 
 
 def save_checkpoint(state):
