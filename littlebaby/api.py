@@ -23,7 +23,8 @@ from littlebaby.generate import sample_texts
 from littlebaby.model import GPT, Config
 from littlebaby.optim import AdamW
 from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, atomic_write_json, atomic_write_text,
-                             load_record, new_guid, read_json, resolve_run, utc_now)
+                             load_record, make_out_dirs, new_guid, read_json, resolve_run,
+                             utc_now)
 from littlebaby.tokenizers import load_tokenizer, train_tokenizer
 from littlebaby.train import Plan, TrainConfig, make_plan, new_history, run_training, time_steps
 
@@ -138,7 +139,7 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
 def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step) -> Run:
     """Encode the data, plan the schedule, write the run's record and tokenizer, and train."""
     paths = RunPaths(pathlib.Path(out), guid)
-    paths.tokenizer.parent.mkdir(parents=True, exist_ok=True)
+    make_out_dirs(out)
     n_tokens = encode_to_file(text_path, tokenizer, paths.tokens)
     data = TokenData.open(paths.tokens, tokenizer.vocab_size)
     cfg = gpt.config

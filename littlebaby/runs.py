@@ -73,12 +73,14 @@ def write_error_message(path, error: OSError) -> str:
     return f"cannot write {path}: {reason}; {advice}. Files written before are intact"
 
 
-def check_writable(out) -> None:
-    """Refuse an --out where nothing can be written, before any work: create it and a probe file."""
+def make_out_dirs(out) -> None:
+    """Create --out and its four folders, and prove a file can be written there, before any work: an --out
+    that is a file, read-only or on a full disk is refused with one clear line instead of a traceback."""
     out = pathlib.Path(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe.", suffix=".tmp")
+        for folder in ("configs", "models", "outputs", "runs"):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out / "runs", prefix=".write-probe.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:

@@ -1,0 +1,366 @@
+"""Bad input gets one clear line and exit code 2 with nothing written; faults (divergence, signals, a full
+disk, SIGKILL mid-save, two runs at once) lose nothing. Every case goes through ``baby`` (littlebaby.cli.main)."""
+
+import errno
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from littlebaby import api, checkpoint, runs
+from littlebaby.cli import main
+from littlebaby.runs import RunPaths, run_ids
+
+TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
+        "--batch-size", "4", "--lr", "0.01"]
+TINY_OPTIONS = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=0.01,
+                    completion_tokens=0)
+TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def baby(*args):
+    return main([str(a) for a in args])
+
+
+def snapshot(folder) -> dict:
+    """relative path -> sha256 of every file under folder (hidden temp files included)."""
+    folder = pathlib.Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, work, *args, says=""):
+    """Run baby; assert exit 2, one `error:` line naming `says`, no traceback, and no file written or changed."""
+    before = snapshot(work)
+    code = baby(*args)
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert says.lower() in err.lower(), err
+    assert snapshot(work) == before
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished tiny run, copied fresh into each test that needs it."""
+    out = tmp_path_factory.mktemp("trained")
+    (out / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    assert baby("train", "--data", out / "tiny.txt", "--steps", "4", "--quiet", "--out", out, *TINY) == 0
+    return out
+
+
+@pytest.fixture
+def work(tmp_path, trained):
+    shutil.copytree(trained, tmp_path / "w")
+    return tmp_path / "w"
+
+
+def the_run(work) -> RunPaths:
+    (guid,) = [g for g in run_ids(work) if not g.endswith(runs.FINETUNE_SUFFIX)]
+    return RunPaths(work, guid)
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------
+
+def test_bad_data_files(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "short.txt").write_text("ANNE:\nHi.\n", encoding="utf-8")
+    (tmp_path / "val.txt").write_text("abcdefghijklmnopqrst", encoding="utf-8")   # 18 train, 2 val tokens
+    (tmp_path / "latin1.txt").write_bytes("ANNE:\nCaf\u00e9 au lait.\n".encode("latin-1"))
+    (tmp_path / "folder").mkdir()
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "missing.txt", "--out", tmp_path, *TINY, says="not found")
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "folder", "--out", tmp_path, *TINY, says="folder")
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "empty.txt", "--out", tmp_path, *TINY, says="empty")
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "short.txt", "--out", tmp_path, *TINY,
+            says="n_ctx + 1")
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "val.txt", "--out", tmp_path, *TINY,
+            says="validation split")
+    err = refused(capsys, tmp_path, "train", "--data", tmp_path / "latin1.txt", "--out", tmp_path, *TINY,
+                  says="not UTF-8")
+    assert "byte 0xe9 at line 2, column 4" in err and "iconv" in err
+
+
+def test_bad_run_names(work, tmp_path, capsys):
+    refused(capsys, tmp_path, "generate", "last", "--out", tmp_path, says="no runs in")
+    refused(capsys, work, "generate", "ffff", "--out", work, says="no run matches")
+    for name in ("../../etc/passwd", "", "a b", "zz"):
+        refused(capsys, work, "generate", name, "--out", work, says="is not a run name")
+    record = json.loads(the_run(work).config.read_text(encoding="utf-8"))
+    for guid in ("abcd1111-0000", "abcd2222-0000"):
+        (work / "configs" / f"config_{guid}.json").write_text(json.dumps({**record, "guid": guid}),
+                                                               encoding="utf-8")
+    refused(capsys, work, "generate", "abcd", "--out", work, says="matches 2 runs")
+
+
+def test_damaged_model_files(work, capsys):
+    paths = the_run(work)
+    good = paths.model.read_bytes()
+    paths.model.write_bytes(good[:len(good) // 2])
+    refused(capsys, work, "generate", "last", "--out", work, says=str(paths.model))
+    paths.model.write_bytes(good[:8] + bytes(b ^ 0x5A for b in good[8:40]) + good[40:])
+    refused(capsys, work, "generate", "last", "--out", work, says="not a littlebaby safetensors file")
+    paths.model.write_bytes(b"")
+    refused(capsys, work, "generate", "last", "--out", work, says="only 0 bytes")
+    shutil.copyfile(paths.checkpoint, paths.model)                        # a checkpoint is not a model
+    refused(capsys, work, "generate", "last", "--out", work, says="not a littlebaby model")
+
+
+def test_model_from_a_newer_version_is_refused_for_generate_and_finetune(work, capsys):
+    paths = the_run(work)
+    arrays, meta = checkpoint.load_arrays(paths.model)
+    meta["config"]["c_memory"] = "recurrent"                             # a switch this version lacks
+    checkpoint.save_arrays(paths.model, arrays, meta)
+    refused(capsys, work, "generate", "last", "--out", work, says="newer version")
+    refused(capsys, work, "finetune", "last", "--data", work / "tiny.txt", "--steps", "2", "--out", work,
+            says="c_memory")
+
+
+def test_tokenizer_of_another_size_is_refused(work, capsys):
+    paths = the_run(work)
+    data = json.loads(paths.tokenizer.read_text(encoding="utf-8"))
+    other = api.train_tokenizer(data["kind"], TEXT + "XYZ")
+    other.save(paths.tokenizer)
+    refused(capsys, work, "generate", "last", "--out", work, says="different runs")
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"n_embd": 16}, "unknown option 'n_embd'"),
+    ({"n_emb": "16"}, "must be of type int"),
+    ({"head_size": 15, "n_heads": 2}, "divisible by n_heads"),
+    ({"n_layers": 0}, "positive"),
+    ({"n_emb": -4}, "positive"),
+    ({"dropout": 1.0}, "[0, 1)"),
+    ({"lr": 0}, "'lr' must be a positive"),
+    ({"lr": -0.1}, "'lr' must be a positive"),
+    ({"steps": 0}, "'steps' must be positive"),
+    ({"n_ctx": 4096}, "n_ctx + 1"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_config_files(tmp_path, capsys, options, says):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    (tmp_path / "c.json").write_text(json.dumps(options), encoding="utf-8")
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "tiny.txt", "--config", tmp_path / "c.json",
+            "--out", tmp_path, says=says)
+
+
+def test_broken_config_json(tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    for text in ("{", '{"n_ctx": ' + "9" * 5000 + "}", "[" * 100000):
+        (tmp_path / "c.json").write_text(text, encoding="utf-8")
+        refused(capsys, tmp_path, "train", "--data", tmp_path / "tiny.txt", "--config", tmp_path / "c.json",
+                "--out", tmp_path, says="not valid UTF-8 JSON")
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--max-tokens", "-1"], "--max-tokens"),
+    (["--top-p", "0"], "--top-p"),
+    (["--top-p", "1.5"], "--top-p"),
+    (["--temperature", "-0.5"], "--temperature"),
+    (["--top-k", "0"], "--top-k"),
+    (["--prompt", "Z\u00fcrich"], "'\u00fc'"),
+])
+def test_bad_generate_settings_write_nothing(work, capsys, flags, says):
+    refused(capsys, work, "generate", "last", *flags, "--out", work, says=says)
+
+
+def test_output_directory_that_cannot_be_written(tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    (tmp_path / "a_file").write_text("not a directory", encoding="utf-8")
+    refused(capsys, tmp_path, "train", "--data", tmp_path / "tiny.txt", "--steps", "2", "--quiet",
+            "--out", tmp_path / "a_file", *TINY, says="cannot write")
+
+
+# ---- faults ------------------------------------------------------------------------------------------------
+
+def test_every_text_file_is_opened_as_utf8():
+    """No open() / read_text() / write_text() in the package without an explicit encoding (or binary mode)."""
+    import ast
+    offenders = []
+    for path in (REPO / "littlebaby").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "open":                 # builtin open(path, mode)
+                mode_at = 1
+            elif isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
+                mode_at = None                                                   # Path.read_text / write_text
+            elif isinstance(func, ast.Attribute) and func.attr in ("open", "fdopen") and not (
+                    isinstance(func.value, ast.Name) and func.value.id == "TokenData"):
+                mode_at = 1 if func.attr == "fdopen" else 0                      # os.fdopen, Path.open
+            else:
+                continue
+            modes = [] if mode_at is None else node.args[mode_at:mode_at + 1]
+            modes += [k.value.value for k in node.keywords if k.arg == "mode"]
+            if any("b" in str(getattr(m, "value", m)) for m in modes):
+                continue
+            if "encoding" not in {k.arg for k in node.keywords}:
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="utf-8") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_memory_stays_flat_over_a_long_run(tmp_path):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    rss = {}
+
+    def on_step(step):
+        if step in (500, 3000):
+            rss[step] = rss_bytes()
+
+    api.train(data=tmp_path / "tiny.txt", out=tmp_path, quiet=True, steps=3000, eval_every=250, eval_batches=2,
+              on_step=on_step, **TINY_OPTIONS)
+    growth = rss[3000] - rss[500]
+    assert growth < 8 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 2500 steps"
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    from littlebaby import model
+    original, calls = model.GPT.loss_and_grads, {"n": 0}
+
+    def nan_from_step_7(self, idx, targets, rng=None):
+        loss, grads = original(self, idx, targets, rng)
+        calls["n"] += 1
+        return (float("nan") if calls["n"] >= 7 else loss), grads
+
+    monkeypatch.setattr(model.GPT, "loss_and_grads", nan_from_step_7)
+    err = refused_after_training(capsys, "train", "--data", tmp_path / "tiny.txt", "--steps", "20",
+                                 "--eval-every", "3", "--quiet", "--out", tmp_path, *TINY)
+    monkeypatch.undo()
+    assert "diverged at step 7" in err and "checkpoint of step 6" in err and "--lr" in err
+    saved = checkpoint.load_checkpoint(the_run(tmp_path).checkpoint)   # loads: finite, consistent
+    assert saved["optimizer"]["step"] == 6
+
+
+def refused_after_training(capsys, *args):
+    code = baby(*args)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("where", ["eval", "save"])
+def test_signal_during_eval_or_save_leaves_a_resumable_run(tmp_path, capsys, monkeypatch, where):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    trainlib = sys.modules["littlebaby.train"]          # littlebaby.train is also the api function's name
+    target = {"eval": (trainlib, "evaluate"), "save": (checkpoint, "save_arrays")}[where]
+    original = getattr(*target)
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)                         # arrives in the middle of the call
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(*target, interrupted)
+    assert baby("train", "--data", tmp_path / "tiny.txt", "--steps", "12", "--eval-every", "2", "--quiet",
+                "--out", tmp_path, *TINY) == 0
+    monkeypatch.undo()
+    paths = the_run(tmp_path)
+    stopped = checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"]
+    assert 0 < stopped < 12
+    assert [p.name for p in tmp_path.rglob(".*.tmp")] == []
+    assert baby("train", "--resume", "last", "--quiet", "--out", tmp_path) == 0
+    assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 12
+
+
+def test_disk_full_during_a_save_says_so_and_keeps_earlier_files(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    real_replace = os.replace
+    saves = {"n": 0}
+
+    def replace(src, dst):
+        if "checkpoint_" in str(dst):
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(runs.os, "replace", replace)
+    err = refused_after_training(capsys, "train", "--data", tmp_path / "tiny.txt", "--steps", "8",
+                                 "--eval-every", "2", "--quiet", "--out", tmp_path, *TINY)
+    monkeypatch.undo()
+    assert "No space left on device" in err and "free some disk space" in err and "intact" in err
+    paths = the_run(tmp_path)
+    assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 2      # the first save
+    assert paths.config.exists() and paths.tokenizer.exists()
+    assert [p.name for p in tmp_path.rglob(".*.tmp")] == []
+
+
+KILL_MID_SAVE = """
+import os, sys, time
+from littlebaby import runs
+from littlebaby.cli import main
+real_fsync, seen = os.fsync, []
+def fsync(fd):
+    if "checkpoint_" in os.readlink(f"/proc/self/fd/{fd}"):
+        seen.append(fd)
+        if len(seen) == 2:                       # the second checkpoint: half done, stop here
+            open(sys.argv[2], "w", encoding="utf-8").close()
+            time.sleep(60)
+    real_fsync(fd)
+runs.os.fsync = fsync
+main(["train", "--data", sys.argv[1], "--steps", "8", "--eval-every", "2", "--quiet", "--out", sys.argv[3],
+      "--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
+      "--batch-size", "4"])
+"""
+
+
+def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    marker, out = tmp_path / "saving", tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", KILL_MID_SAVE, tmp_path / "tiny.txt", marker, out], cwd=REPO,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never reached its second checkpoint save"
+        paths = the_run(out)
+        before = paths.checkpoint.read_bytes()
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert paths.checkpoint.read_bytes() == before                         # the first save, whole
+    assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 2
+    assert baby("train", "--resume", paths.guid[:8], "--quiet", "--out", out) == 0
+    assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 8
+
+
+def test_two_runs_at_once_in_one_out(tmp_path, capsys):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    command = [sys.executable, "-m", "littlebaby", "train", "--data", str(tmp_path / "tiny.txt"), "--steps",
+               "30", "--quiet", "--out", str(tmp_path), *TINY]
+    children = [subprocess.Popen(command + ["--seed", str(seed)], cwd=REPO, stderr=subprocess.PIPE)
+                for seed in (1, 2)]
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err.decode("utf-8")
+    ids = run_ids(tmp_path)
+    assert len(ids) == 2
+    for guid in ids:
+        record = runs.load_record(tmp_path, guid)
+        params, _ = checkpoint.load_model(RunPaths(tmp_path, guid).model)
+        assert record.plan["steps"] == 30 and record.guid == guid and params
+    assert {runs.load_record(tmp_path, g).seed for g in ids} == {1, 2}       # neither clobbered the other
+    assert runs.resolve_run("last", tmp_path) in ids
+    assert [p.name for p in tmp_path.rglob(".*.tmp")] == []
