@@ -111,6 +111,15 @@ def read_json(path, what: str):
         raise BabyError(f"{what} {path} is not valid UTF-8 JSON ({e}); delete it or restore it") from None
 
 
+def require_fields(cls, data, what: str) -> None:
+    """Name the first field without a default that ``data`` lacks (``from_dict`` checks the rest)."""
+    if isinstance(data, dict):
+        for f in dataclasses.fields(cls):
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if no_default and f.name not in data:
+                raise BabyError(f"{what} lacks the key {f.name!r}; the file is damaged or from another program")
+
+
 @dataclasses.dataclass
 class RunRecord:
     """Everything needed to rebuild or resume a run; saved as configs/config_G.json."""
@@ -128,6 +137,7 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data, what="run config"):
+        require_fields(cls, data, what)
         return configlib.from_dict(cls, data, what)
 
     def to_dict(self):

@@ -26,7 +26,7 @@ from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.generate import sample_text
 from littlebaby.optim import clip_grad_norm, lr_schedule
-from littlebaby.runs import atomic_write_text
+from littlebaby.runs import atomic_write_text, require_fields
 
 DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
 
@@ -88,6 +88,7 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data, what="training plan"):
+        require_fields(cls, data, what)
         return configlib.from_dict(cls, data, what)
 
     def to_dict(self):
@@ -209,11 +210,13 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
                               "val_bpc": val_loss / math.log(2) * state.tokens_per_char})
         return hist["evals"][-1]
 
-    if not hist["evals"]:
-        eval_now()
-    session_start, session_steps = time.perf_counter(), 0
-    progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
-    with StopRequest() as stop:
+    check_history(hist, state.paths.checkpoint)
+    with StopRequest() as stop:   # from here to the last artifact, a signal only asks the loop to stop
+        if not hist["evals"]:
+            eval_now()
+            save_checkpoint(state)   # step 0 on disk at once: the run is resumable from its first second
+        session_start, session_steps = time.perf_counter(), 0
+        progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
         while opt.step_count < plan.steps and stop.reason is None:
             step_start = time.perf_counter()
             x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T)
@@ -246,6 +249,17 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
         status = "complete" if opt.step_count >= plan.steps else stop.reason
         save_checkpoint(state)
         return finish(state, status, quiet)
+
+
+def check_history(hist, path) -> None:
+    """A resumed history must have every series the loop appends to and evals that name their losses."""
+    series_ok = all(isinstance(hist.get(key), list) and all(isinstance(v, (int, float)) for v in hist[key])
+                    for key in ("loss", "grad_norm", "lr", "step_time"))
+    evals_ok = isinstance(hist.get("evals"), list) and all(
+        isinstance(e, dict) and all(isinstance(e.get(k), (int, float)) for k in ("step", "train_loss", "val_loss"))
+        for e in hist["evals"])
+    if not (series_ok and evals_ok and isinstance(hist.get("train_seconds"), (int, float))):
+        raise BabyError(f"the training history in {path} is damaged; the run cannot be resumed, train it again")
 
 
 def diverged(state, what, step) -> BabyError:

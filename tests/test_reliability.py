@@ -280,6 +280,28 @@ def test_signal_during_eval_or_save_leaves_a_resumable_run(tmp_path, capsys, mon
     assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 12
 
 
+def test_interrupt_before_the_first_step_is_resumable(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    trainlib = sys.modules["littlebaby.train"]
+    original = trainlib.evaluate
+
+    calls = {"n": 0}
+
+    def interrupted_first_eval(*args):
+        calls["n"] += 1
+        if calls["n"] == 1:                       # one Ctrl-C; a second one would abort on purpose
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args)
+
+    monkeypatch.setattr(trainlib, "evaluate", interrupted_first_eval)
+    assert baby("train", "--data", tmp_path / "tiny.txt", "--steps", "6", "--quiet", "--out", tmp_path, *TINY) == 0
+    monkeypatch.undo()
+    paths = the_run(tmp_path)
+    assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 0 and paths.model.exists()
+    assert baby("train", "--resume", "last", "--quiet", "--out", tmp_path) == 0
+    assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 6
+
+
 def test_disk_full_during_a_save_says_so_and_keeps_earlier_files(tmp_path, capsys, monkeypatch):
     (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
     real_replace = os.replace
@@ -288,7 +310,7 @@ def test_disk_full_during_a_save_says_so_and_keeps_earlier_files(tmp_path, capsy
     def replace(src, dst):
         if "checkpoint_" in str(dst):
             saves["n"] += 1
-            if saves["n"] == 2:
+            if saves["n"] == 3:                                         # steps 0, 2 saved; 4 fails
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
@@ -311,7 +333,7 @@ real_fsync, seen = os.fsync, []
 def fsync(fd):
     if "checkpoint_" in os.readlink(f"/proc/self/fd/{fd}"):
         seen.append(fd)
-        if len(seen) == 2:                       # the second checkpoint: half done, stop here
+        if len(seen) == 3:                       # after steps 0 and 2: the step-4 save, half done
             open(sys.argv[2], "w", encoding="utf-8").close()
             time.sleep(60)
     real_fsync(fd)
@@ -331,7 +353,7 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path, capsys):
         deadline = time.monotonic() + 60
         while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert marker.exists(), "the child never reached its second checkpoint save"
+        assert marker.exists(), "the child never reached its third checkpoint save"
         paths = the_run(out)
         before = paths.checkpoint.read_bytes()
         child.send_signal(signal.SIGKILL)
@@ -340,7 +362,7 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path, capsys):
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert paths.checkpoint.read_bytes() == before                         # the first save, whole
+    assert paths.checkpoint.read_bytes() == before                         # the step-2 save, whole
     assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 2
     assert baby("train", "--resume", paths.guid[:8], "--quiet", "--out", out) == 0
     assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 8
