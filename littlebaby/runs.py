@@ -208,8 +208,15 @@ def run_ids(out) -> list[str]:
 
 
 def load_record(out, guid) -> RunRecord:
-    return RunRecord.from_dict(read_json(RunPaths(pathlib.Path(out), guid).config, "run config"),
-                               f"run config of {guid}")
+    """The record of run ``guid``, refused when it names another run or holds an impossible seed."""
+    path = RunPaths(pathlib.Path(out), guid).config
+    record = RunRecord.from_dict(read_json(path, "run config"), f"run config of {guid}")
+    if record.guid != guid:
+        raise BabyError(f"{path} describes run {record.guid!r}, not {guid!r}; it was renamed or copied by hand: "
+                        f"rename it back or delete it")
+    if not 0 <= record.seed < 2 ** 63:
+        raise BabyError(f"{path} has seed {record.seed}; a seed is an integer in [0, 2**63)")
+    return record
 
 
 def resolve_run(run: str, out) -> str:

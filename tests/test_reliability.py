@@ -133,6 +133,20 @@ def test_tokenizer_of_another_size_is_refused(work, capsys):
     refused(capsys, work, "generate", "last", "--out", work, says="different runs")
 
 
+@pytest.mark.parametrize("change, says", [
+    (lambda r: r.pop("plan"), "lacks the key 'plan'"),
+    (lambda r: r.update(guid="0000"), "rename it back"),
+    (lambda r: r.update(seed=-1), "seed -1"),
+    (lambda r: r.update(kind="steal"), "'kind'"),
+    (lambda r: r.update(extra=1), "unknown key 'extra'"),
+], ids=["missing-key", "other-guid", "negative-seed", "bad-kind", "unknown-key"])
+def test_damaged_run_records(work, capsys, change, says):
+    record = json.loads(the_run(work).config.read_text(encoding="utf-8"))
+    change(record)
+    the_run(work).config.write_text(json.dumps(record), encoding="utf-8")
+    refused(capsys, work, "generate", "last", "--out", work, says=says)
+
+
 @pytest.mark.parametrize("options, says", [
     ({"n_embd": 16}, "unknown option 'n_embd'"),
     ({"n_emb": "16"}, "must be of type int"),
@@ -323,6 +337,23 @@ def test_disk_full_during_a_save_says_so_and_keeps_earlier_files(tmp_path, capsy
     assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 2      # the first save
     assert paths.config.exists() and paths.tokenizer.exists()
     assert [p.name for p in tmp_path.rglob(".*.tmp")] == []
+
+
+def test_disk_full_while_saving_the_tokenizer(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if "tokenizer_" in str(dst):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    err = refused_after_training(capsys, "train", "--data", tmp_path / "tiny.txt", "--steps", "2", "--quiet",
+                                 "--out", tmp_path, *TINY)
+    monkeypatch.undo()
+    assert "tokenizer_" in err and "No space left on device" in err
+    assert run_ids(tmp_path) == [] and [p.name for p in tmp_path.rglob(".*.tmp")] == []
 
 
 KILL_MID_SAVE = """

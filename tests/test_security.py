@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from littlebaby import checkpoint, model
 from littlebaby.cli import main
 from littlebaby.errors import BabyError
-from littlebaby.runs import RunPaths, read_json, run_ids
+from littlebaby.runs import RunPaths, load_record, read_json, run_ids
 from littlebaby.tokenizers import load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -223,3 +223,21 @@ def test_any_text_round_trips_or_is_refused_clearly(text):
         assert "character" in str(e) or "surrogate" in str(e)
     else:
         assert char.decode(ids) == text
+
+
+RECORD_KEYS = ("version", "guid", "kind", "parent", "created", "seed", "model", "training", "plan", "tokenizer",
+               "data")
+
+
+@FUZZ
+@given(st.fixed_dictionaries({**{k: JSON for k in RECORD_KEYS}, "guid": st.just("abc"), "seed": st.integers(),
+                              "kind": st.sampled_from(["train", "finetune"]), "created": st.text(max_size=5)})
+       | st.dictionaries(st.sampled_from(RECORD_KEYS) | st.text(max_size=4), JSON, max_size=12) | JSON)
+def test_arbitrary_run_records_raise_only_baby_error(record):
+    with tempfile.TemporaryDirectory() as folder:
+        (pathlib.Path(folder) / "configs").mkdir()
+        (pathlib.Path(folder) / "configs" / "config_abc.json").write_text(json.dumps(record), encoding="utf-8")
+        try:
+            load_record(folder, "abc")
+        except BabyError:
+            pass

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from littlebaby.errors import BabyError
+from littlebaby.runs import WriteError, write_error_message
 
 FORMAT_VERSION = 1  # bump when the JSON layout changes; load refuses versions it does not know
 
@@ -92,16 +93,17 @@ class Tokenizer:
         try:
             fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         except OSError as e:
-            raise BabyError(f"cannot save tokenizer to {str(path)!r}: {e}") from None
+            raise WriteError(write_error_message(path, e)) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_name, path)
-        except BaseException:
+        except OSError as e:   # disk full, read-only: one clear line, the previous file untouched
+            raise WriteError(write_error_message(path, e)) from None
+        finally:
             Path(tmp_name).unlink(missing_ok=True)
-            raise
 
 
 class StreamDecoder:
