@@ -59,6 +59,16 @@ def atomic_write_bytes(path, data: bytes) -> None:
             pathlib.Path(tmp).unlink(missing_ok=True)
 
 
+def remove_stale_temps(out, guid) -> list[pathlib.Path]:
+    """Delete the hidden temp files a SIGKILL left while writing run ``guid``'s files (``.model_G.safetensors
+    .x1y2.tmp``); only this run's, so another run writing in the same --out is never disturbed."""
+    stale = [p for folder in ("configs", "models", "outputs", "runs")
+             for p in (pathlib.Path(out) / folder).glob(f".*_{guid}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_error_message(path, error: OSError) -> str:
     """One line for a failed write: which file, why, what to do, and that the earlier file is intact."""
     reason = error.strerror or str(error)

@@ -26,7 +26,7 @@ from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.generate import sample_text
 from littlebaby.optim import clip_grad_norm, lr_schedule
-from littlebaby.runs import atomic_write_text, require_fields
+from littlebaby.runs import atomic_write_text, remove_stale_temps, require_fields
 
 DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
 
@@ -211,6 +211,7 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
         return hist["evals"][-1]
 
     check_history(hist, state.paths.checkpoint)
+    remove_stale_temps(state.paths.out, state.paths.guid)    # what a killed earlier session left half-written
     with StopRequest() as stop:   # from here to the last artifact, a signal only asks the loop to stop
         if not hist["evals"]:
             eval_now()

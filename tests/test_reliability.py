@@ -395,8 +395,10 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path, capsys):
             child.wait()
     assert paths.checkpoint.read_bytes() == before                         # the step-2 save, whole
     assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 2
+    assert len(list(out.rglob(".checkpoint_*.tmp"))) == 1                   # the killed write's leftover
     assert baby("train", "--resume", paths.guid[:8], "--quiet", "--out", out) == 0
     assert checkpoint.load_checkpoint(paths.checkpoint)["optimizer"]["step"] == 8
+    assert list(out.rglob(".*.tmp")) == []                                   # the resume cleared it
 
 
 def test_two_runs_at_once_in_one_out(tmp_path, capsys):
