@@ -1,6 +1,7 @@
 """Bad input gets one clear line and exit code 2 with nothing written; faults (divergence, signals, a full
 disk, SIGKILL mid-save, two runs at once) lose nothing. Every case goes through ``baby`` (littlebaby.cli.main)."""
 
+import ast
 import errno
 import hashlib
 import json
@@ -196,31 +197,71 @@ def test_output_directory_that_cannot_be_written(tmp_path, capsys):
 
 # ---- faults ------------------------------------------------------------------------------------------------
 
+def text_opens_without_encoding(source: str) -> list[int]:
+    """Line numbers of open() / Path.open / os.fdopen in text mode, read_text(), write_text() without encoding=."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":                     # builtin open(path, mode)
+            mode_at = 1
+        elif isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
+            mode_at = None                                                       # Path.read_text / write_text
+        elif isinstance(func, ast.Attribute) and func.attr in ("open", "fdopen") and not (
+                isinstance(func.value, ast.Name) and func.value.id == "TokenData"):
+            mode_at = 1 if func.attr == "fdopen" else 0                          # os.fdopen, Path.open
+        else:
+            continue
+        modes = [] if mode_at is None else node.args[mode_at:mode_at + 1]
+        modes += [k.value for k in node.keywords if k.arg == "mode"]
+        if any(isinstance(m, ast.Constant) and "b" in str(m.value) for m in modes):
+            continue
+        if "encoding" not in {k.arg for k in node.keywords}:
+            lines.append(node.lineno)
+    return lines
+
+
 def test_every_text_file_is_opened_as_utf8():
-    """No open() / read_text() / write_text() in the package without an explicit encoding (or binary mode)."""
-    import ast
-    offenders = []
-    for path in (REPO / "littlebaby").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.Call):
-                continue
-            func = node.func
-            if isinstance(func, ast.Name) and func.id == "open":                 # builtin open(path, mode)
-                mode_at = 1
-            elif isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
-                mode_at = None                                                   # Path.read_text / write_text
-            elif isinstance(func, ast.Attribute) and func.attr in ("open", "fdopen") and not (
-                    isinstance(func.value, ast.Name) and func.value.id == "TokenData"):
-                mode_at = 1 if func.attr == "fdopen" else 0                      # os.fdopen, Path.open
-            else:
-                continue
-            modes = [] if mode_at is None else node.args[mode_at:mode_at + 1]
-            modes += [k.value.value for k in node.keywords if k.arg == "mode"]
-            if any("b" in str(getattr(m, "value", m)) for m in modes):
-                continue
-            if "encoding" not in {k.arg for k in node.keywords}:
-                offenders.append(f"{path.name}:{node.lineno}")
+    sample = ('open(p)\nopen(p, "rb")\nos.fdopen(fd, "w")\np.read_text()\np.write_text(t, encoding="utf-8")\n'
+              'p.open(mode="wb")\np.open()\n')
+    assert text_opens_without_encoding(sample) == [1, 3, 4, 7]               # the check itself can fail
+    offenders = [f"{path.name}:{line}" for path in (REPO / "littlebaby").rglob("*.py")
+                 for line in text_opens_without_encoding(path.read_text(encoding="utf-8"))]
     assert not offenders, offenders
+
+
+C_LOCALE = {**os.environ, "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0", "LC_ALL": "C", "LANG": "C"}
+ACCENTS = "".join(f"ZO\u00cb:\nJ'ai {n} \u20ac et caf\u00e9.\n\n" for n in range(60))
+
+
+def baby_in_c_locale(*args):
+    """Run `python -m littlebaby` where the default encoding is ASCII: any file opened without
+    encoding="utf-8" would fail on the accents."""
+    return subprocess.run([sys.executable, "-m", "littlebaby", *map(str, args)], cwd=REPO, env=C_LOCALE,
+                          capture_output=True, timeout=120)
+
+
+def test_files_are_utf8_whatever_the_locale(tmp_path):
+    (tmp_path / "t.txt").write_text(ACCENTS, encoding="utf-8")
+    result = baby_in_c_locale("train", "--data", tmp_path / "t.txt", "--steps", "3", "--quiet", "--out", tmp_path,
+                              *TINY)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    paths = the_run(tmp_path)
+    assert "\u20ac" in paths.tokenizer.read_text(encoding="utf-8")
+    paths.completion.read_text(encoding="utf-8")
+    assert runs.load_record(tmp_path, paths.guid).data["chars"] == len(ACCENTS)
+
+
+@pytest.mark.xfail(strict=True, reason="cli.py: stdout in an ASCII locale cannot print the sampled '\u00e9' "
+                   "(UnicodeEncodeError); remove this mark once main() reconfigures stdout with errors='replace'")
+def test_generate_prints_in_an_ascii_locale(tmp_path):
+    (tmp_path / "t.txt").write_text(ACCENTS, encoding="utf-8")
+    assert baby_in_c_locale("train", "--data", tmp_path / "t.txt", "--steps", "3", "--quiet", "--out", tmp_path,
+                            *TINY).returncode == 0
+    result = baby_in_c_locale("generate", "last", "--prompt", "J", "--max-tokens", "300", "--seed", "1",
+                              "--out", tmp_path)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
 
 
 def rss_bytes() -> int:
