@@ -7,19 +7,19 @@ step spends its time, so two threads run two halves of the batch on two cores wi
 gradients between processes. Why it helps on 2 cores: NumPy's element-wise work (softmax, LayerNorm, GELU,
 dropout, AdamW) runs on one core only, so in a single-threaded step the second core idles during all of it;
 BLAS uses both cores, but on small matrices its two threads mostly synchronise. Each worker asks OpenBLAS for
-one thread for itself (``openblas_set_num_threads_local``), so the two workers do not oversubscribe the cores.
+one thread per call while the workers run, so the two workers do not oversubscribe the cores.
 
     python benchmarks/bench_data_parallel.py --configs S,M --steps 10
 """
 
 import argparse
+import contextlib
 import ctypes
 import glob
 import os
 import pathlib
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,15 +32,36 @@ from littlebaby.model import GPT, Config  # noqa: E402
 from littlebaby.optim import AdamW  # noqa: E402
 
 
-def openblas_local_threads():
-    """The per-thread thread-count setter of the OpenBLAS NumPy loaded, or None where there is none."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "libscipy_openblas*"))
-    for path in libs:
-        setter = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
-        if setter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-            return setter
-    return None
+class BlasThreads:
+    """Read and set the thread count of the OpenBLAS that NumPy loaded (a process-wide setting), where found."""
+
+    def __init__(self):
+        self.get = self.set = None
+        pattern = os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "libscipy_openblas*")
+        for path in glob.glob(pattern):
+            lib = ctypes.CDLL(path)
+            self.get = getattr(lib, "scipy_openblas_get_num_threads64_", None)
+            self.set = getattr(lib, "scipy_openblas_set_num_threads64_", None)
+            if self.get is not None and self.set is not None:
+                self.set.argtypes = [ctypes.c_int]
+                break
+
+    @property
+    def found(self):
+        return self.get is not None and self.set is not None
+
+    @contextlib.contextmanager
+    def limited_to(self, n):
+        """Within the block, BLAS calls use at most n threads each; the old count comes back after."""
+        if not self.found:
+            yield
+            return
+        previous = self.get()
+        self.set(n)
+        try:
+            yield
+        finally:
+            self.set(previous)
 
 
 class DataParallel:
@@ -50,20 +71,21 @@ class DataParallel:
     def __init__(self, gpt, n_workers=2, seed=0):
         self.gpt, self.n_workers = gpt, n_workers
         self.rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_workers)]
-        self.set_local_threads = openblas_local_threads()
-        self.pool = ThreadPoolExecutor(n_workers, initializer=self._one_blas_thread_per_worker)
-
-    def _one_blas_thread_per_worker(self):
-        if self.set_local_threads is not None:
-            self.set_local_threads(1)
+        self.blas = BlasThreads()
+        self.pool = ThreadPoolExecutor(n_workers)
 
     def loss_and_grads(self, idx, targets):
-        """idx, targets (B, T) -> (mean loss, grads keyed like params), as ``GPT.loss_and_grads`` on the batch."""
+        """idx, targets (B, T) -> (mean loss, grads keyed like params), as ``GPT.loss_and_grads`` on the batch.
+
+        While the workers run, BLAS is limited to one thread per call, so two workers fill two cores instead
+        of each asking for both; the previous setting is restored before returning.
+        """
         B = idx.shape[0]
         slices = [s for s in np.array_split(np.arange(B), self.n_workers) if s.size]
-        futures = [self.pool.submit(self.gpt.loss_and_grads, idx[s], targets[s], rng)
-                   for s, rng in zip(slices, self.rngs)]
-        results = [f.result() for f in futures]
+        with self.blas.limited_to(1):
+            futures = [self.pool.submit(self.gpt.loss_and_grads, idx[s], targets[s], rng)
+                       for s, rng in zip(slices, self.rngs)]
+            results = [f.result() for f in futures]
         weights = [s.size / B for s in slices]  # each worker's loss is a mean over its own B_i T positions
         loss = sum(w * r[0] for w, r in zip(weights, results))
         grads = results[0][1]
@@ -110,7 +132,7 @@ def main(argv=None):
         parallel.close()
         single, par = statistics.median(times["single"]), statistics.median(times["parallel"])
         print(f"{name}: single {single * 1e3:.1f} ms, {args.workers} workers {par * 1e3:.1f} ms, "
-              f"{single / par:.2f}x  (threads alive: {threading.active_count()})")
+              f"{single / par:.2f}x")
 
 
 if __name__ == "__main__":
