@@ -45,6 +45,11 @@ def from_dict(cls, data: dict, what: str = "config"):
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in {what}; known keys: {', '.join(fields)}")
+    required = [name for name, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{what} is missing the key {missing[0]!r}")
     kwargs = {}
     for key, value in data.items():
         if not _type_ok(value, hints[key]):

@@ -253,8 +253,6 @@ def test_files_are_utf8_whatever_the_locale(tmp_path):
     assert runs.load_record(tmp_path, paths.guid).data["chars"] == len(ACCENTS)
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: stdout in an ASCII locale cannot print the sampled '\u00e9' "
-                   "(UnicodeEncodeError); remove this mark once main() reconfigures stdout with errors='replace'")
 def test_generate_prints_in_an_ascii_locale(tmp_path):
     (tmp_path / "t.txt").write_text(ACCENTS, encoding="utf-8")
     assert baby_in_c_locale("train", "--data", tmp_path / "t.txt", "--steps", "3", "--quiet", "--out", tmp_path,

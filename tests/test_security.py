@@ -199,8 +199,6 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                                                                                 max_size=4), max_leaves=12)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="config.from_dict does not yet refuse a missing "
-                   "required key ({'kind': 'char', 'version': 1} -> TypeError); remove this mark once it does")
 @FUZZ
 @given(st.fixed_dictionaries({"kind": st.sampled_from(["char", "bpe"]), "version": st.just(1)},
                              optional={"vocab": JSON, "merges": JSON, "chars": JSON, "pattern": JSON}) | JSON)
