@@ -175,7 +175,7 @@ def resume_run(run, out=".", quiet=False, on_step=None) -> Run:
     if not paths.checkpoint.exists():
         raise BabyError(f"run {guid} has no checkpoint ({paths.checkpoint}); it cannot be resumed")
     saved = checkpoint.load_checkpoint(paths.checkpoint)
-    if saved["optimizer"]["step"] >= plan.steps:
+    if saved["optimizer"]["step"] >= plan.steps and paths.model.exists():  # else: killed before its last files
         raise BabyError(f"run {guid} is already complete ({plan.steps} steps); "
                         f"to train further, `baby finetune {guid}`")
     cfg = Config.from_dict(record.model, f"model config of {guid}")
@@ -262,6 +262,8 @@ def data_source(data, path=None) -> tuple[str, pathlib.Path]:
     if data is None or data == corpus.SOURCE:
         return corpus.SOURCE, corpus.builtin_corpus_path()
     text_path = pathlib.Path(path or data)
+    if text_path.is_dir():
+        raise BabyError(f"--data must be a text file, and {text_path} is a directory")
     if not text_path.is_file():
         raise BabyError(f"data file not found: {text_path}")
     return str(text_path.resolve()), text_path

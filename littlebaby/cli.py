@@ -4,6 +4,7 @@ A BabyError is printed as one line, ``error: <message>``, on stderr, and the exi
 """
 
 import argparse
+import os
 import sys
 
 from littlebaby import api, report
@@ -139,7 +140,9 @@ def main(argv=None) -> int:
             api.finetune(args.run, data=args.data, config=args.config, out=args.out, overwrite=args.overwrite,
                          quiet=args.quiet, **training_options(args))
         elif args.command == "generate":
-            result = api.generate(args.run, prompt=args.prompt, max_tokens=args.max_tokens,
+            # a prompt the terminal's locale could not decode arrives with surrogates: read its bytes as UTF-8
+            prompt = os.fsencode(args.prompt).decode("utf-8", errors="replace")
+            result = api.generate(args.run, prompt=prompt, max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                   seed=args.seed, cache=not args.no_cache, out=args.out, stream=sys.stdout,
                                   num_samples=args.num_samples)
@@ -153,6 +156,10 @@ def main(argv=None) -> int:
             print(report.runs_table(args.out))
     except BabyError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, always
+        return 2
+    except MemoryError:
+        print("error: not enough memory for this model; use a smaller --n-emb, --n-layers, --n-ctx or "
+              "--batch-size", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\naborted", file=sys.stderr)

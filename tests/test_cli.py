@@ -133,3 +133,12 @@ def test_the_loss_plot_leaves_pyplot_alone():
     png = plot_png({"guid": "g", "loss": [3.0, 2.5, 2.0], "evals": [
         {"step": 0, "train_loss": 3.1, "val_loss": 3.2}, {"step": 3, "train_loss": 2.0, "val_loss": 2.2}]})
     assert png.startswith(b"\x89PNG") and matplotlib.get_backend() == before
+
+
+def test_a_directory_as_data_and_a_model_too_big_for_memory_are_one_line(work, capsys):
+    assert baby("train", "--data", work, "--out", work / "o", *TINY) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert baby("train", "--data", work / "tiny.txt", "--n-emb", "1000000000", "--head-size", "1000000000",
+                "--out", work / "o", "--steps", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough memory") and err.count("\n") == 1
