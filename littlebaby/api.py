@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from littlebaby import checkpoint, corpus
+from littlebaby import checkpoint, corpus, parallel
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.generate import sample_texts
@@ -108,7 +108,8 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
     tokenizer = train_tokenizer(tc.tokenizer, read_text(text_path), tc.vocab_size)
     model_config = Config.from_dict({**DEFAULT_MODEL, **model_opts, "vocab_size": tokenizer.vocab_size})
     gpt = GPT(model_config, seed=tc.seed)
-    return start_run("train", None, new_guid(), out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
+    guid = parallel.world().broadcast(new_guid())   # under MPI every rank trains the run rank 0 named
+    return start_run("train", None, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
 
 
 def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False, on_step=None, **options) -> Run:
@@ -139,12 +140,17 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
 def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step) -> Run:
     """Encode the data, plan the schedule, write the run's record and tokenizer, and train."""
     paths = RunPaths(pathlib.Path(out), guid)
-    make_out_dirs(out)
-    n_tokens = encode_to_file(text_path, tokenizer, paths.tokens)
+    world = parallel.world()
+    if world.is_root:  # under MPI rank 0 writes every file; the others read the token file once it is there
+        make_out_dirs(out)
+        encode_to_file(text_path, tokenizer, paths.tokens)
+    world.barrier()
     data = TokenData.open(paths.tokens, tokenizer.vocab_size)
+    n_tokens = data.tokens.size
     cfg = gpt.config
     data.check_fits(cfg.n_ctx)
     seconds_per_step = time_steps(gpt, data, cfg.batch_size, cfg.n_ctx) if tc.max_time is not None else None
+    seconds_per_step = world.broadcast(seconds_per_step)   # one plan for all ranks
     plan = make_plan(tc, cfg.lr, data.n_train, cfg.batch_size, cfg.n_ctx, seconds_per_step)
     n_chars = len(read_text(text_path))
     import littlebaby
@@ -155,8 +161,9 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
         data={"source": source, "path": str(pathlib.Path(text_path).resolve()), "chars": n_chars,
               "tokens": n_tokens, "train_tokens": data.n_train, "val_tokens": n_tokens - data.n_train,
               "token_dtype": str(data.tokens.dtype)})
-    tokenizer.save(paths.tokenizer)
-    atomic_write_json(paths.config, record.to_dict())
+    if world.is_root:
+        tokenizer.save(paths.tokenizer)
+        atomic_write_json(paths.config, record.to_dict())
     optimizer = AdamW(gpt.params, lr=cfg.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
     state = RunState(record, paths, out_flag(out), gpt, optimizer, tokenizer, data,
                      np.random.default_rng([tc.seed, 2]), tc, plan, new_history(), n_tokens / n_chars)
@@ -184,8 +191,10 @@ def resume_run(run, out=".", quiet=False, on_step=None) -> Run:
     optimizer = AdamW(gpt.params, lr=cfg.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
     optimizer.load_state_dict(saved["optimizer"])
     tokenizer = load_tokenizer(paths.tokenizer)
-    if not paths.tokens.exists():
+    world = parallel.world()
+    if world.is_root and not paths.tokens.exists():
         encode_to_file(data_source(record.data["source"], record.data["path"])[1], tokenizer, paths.tokens)
+    world.barrier()
     data = TokenData.open(paths.tokens, tokenizer.vocab_size)
     data_rng = np.random.default_rng()
     data_rng.bit_generator.state = saved["data_rng"]

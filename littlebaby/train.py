@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from littlebaby import checkpoint, report
+from littlebaby import checkpoint, parallel, report
 from littlebaby import config as configlib
 from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
@@ -201,6 +201,10 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
     plan = state.plan
     cfg = gpt.config
     B, T = cfg.batch_size, cfg.n_ctx
+    world = parallel.world()          # one process, or the ranks of ``mpiexec -n K``: see littlebaby/parallel.py
+    rows = world.share(B)             # the rows of every batch this rank computes
+    quiet = quiet or not world.is_root
+    save = save_checkpoint if world.is_root else (lambda state: None)   # rank 0 writes, the others only train
     train_evals = fixed_batches(data.train, B, T, tc.eval_batches, tc.seed)
     val_evals = fixed_batches(data.val, B, T, tc.eval_batches, tc.seed)
 
@@ -211,17 +215,19 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
         return hist["evals"][-1]
 
     check_history(hist, state.paths.checkpoint)
-    remove_stale_temps(state.paths.out, state.paths.guid)    # what a killed earlier session left half-written
+    if world.is_root:
+        remove_stale_temps(state.paths.out, state.paths.guid)    # what a killed earlier session left half-written
     with StopRequest() as stop:   # from here to the last artifact, a signal only asks the loop to stop
         if not hist["evals"]:
             eval_now()
-            save_checkpoint(state)   # step 0 on disk at once: the run is resumable from its first second
+            save(state)   # step 0 on disk at once: the run is resumable from its first second
         session_start, session_steps = time.perf_counter(), 0
         progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
-        while opt.step_count < plan.steps and stop.reason is None:
+        while opt.step_count < plan.steps and not world.any(stop.reason is not None):
             step_start = time.perf_counter()
-            x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T)
-            loss, grads = gpt.loss_and_grads(x, y)
+            x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T) the same on every rank
+            loss, grads = gpt.loss_and_grads(x[rows], y[rows])
+            loss, grads = world.reduce(loss, grads, B)                       # the whole batch's, on every rank
             norm = clip_grad_norm(grads, tc.grad_clip)
             if not (math.isfinite(loss) and math.isfinite(norm)):   # checked before the step: params stay good
                 raise diverged(state, f"loss {loss}, gradient norm {norm}", opt.step_count + 1)
@@ -238,16 +244,19 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
                     hist["evals"].pop()
                     raise diverged(state, f"eval loss {evaluation['val_loss']}", step)
                 progress.log_eval(step, evaluation)
-                save_checkpoint(state)
+                save(state)
             progress.update(loss, hist["evals"][-1]["val_loss"], step_time)
             if on_step is not None:
                 on_step(step)
             elapsed = time.perf_counter() - session_start
             if time_budget_s is not None and elapsed + elapsed / session_steps > time_budget_s:
                 stop.reason = stop.reason or "time budget reached"
+        stop.reason = stop.reason or ("interrupted" if opt.step_count < plan.steps else None)  # another rank's
         progress.close()   # still inside StopRequest: a signal now waits until the artifacts are written
         hist["train_seconds"] += time.perf_counter() - session_start
         status = "complete" if opt.step_count >= plan.steps else stop.reason
+        if not world.is_root:
+            return {"status": status, "steps": opt.step_count}
         save_checkpoint(state)
         return finish(state, status, quiet)
 

@@ -1,0 +1,71 @@
+"""Data parallelism over MPI: two ranks end where one process ends, and only rank 0 writes."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from littlebaby.parallel import MPIWorld, SingleProcess, world
+
+TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "2",
+        "--batch-size", "5", "--lr", "0.01", "--dropout", "0", "--steps", "6", "--seed", "3", "--quiet"]
+TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+
+
+def test_a_single_process_computes_the_whole_batch():
+    one = world()
+    assert isinstance(one, SingleProcess) and one.share(7) == slice(0, 7)
+    grads = {"w": np.ones(3)}
+    assert one.reduce(2.5, grads, 7) == (2.5, grads)
+    assert one.any(True) and not one.any(False) and one.broadcast("guid") == "guid"
+
+
+class FakeComm:
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+
+def test_shares_cover_the_batch_as_evenly_as_integers_allow():
+    for size, batch in [(2, 5), (3, 12), (4, 7)]:
+        shares = [MPIWorld(FakeComm(rank, size)).share(batch) for rank in range(size)]
+        rows = [r for s in shares for r in range(s.start, s.stop)]
+        assert rows == list(range(batch))
+        assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
+
+
+def mpi_available():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return shutil.which("mpiexec") is not None
+
+
+@pytest.mark.skipif(not mpi_available(), reason="needs the mpi extra: pip install -e '.[mpi]'")
+def test_two_ranks_end_within_float_tolerance_of_one(tmp_path):
+    data = tmp_path / "tiny.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    train = [sys.executable, "-m", "littlebaby", "train", "--data", str(data), *TINY]
+    subprocess.run(train + ["--out", str(tmp_path / "one")], check=True, env=env, timeout=120)
+    subprocess.run(["mpiexec", "-n", "2", *train, "--out", str(tmp_path / "two")], check=True, env=env,
+                   timeout=120)
+    (one,) = (tmp_path / "one" / "models").glob("model_*.safetensors")
+    (two,) = (tmp_path / "two" / "models").glob("model_*.safetensors")  # rank 1 wrote no run of its own
+    a, b = load_file(one), load_file(two)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    moved = sum(float(np.abs(a[n]).sum()) for n in a)
+    assert moved > 0
