@@ -215,15 +215,19 @@ def bench_generate(n_tokens):
 
 
 PREPARE_CORPUS = """
-import resource, sys, time
+import sys, time
 from littlebaby.data import encode_to_file, read_text
 from littlebaby.tokenizers import train_tokenizer
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def peak_rss_mb():  # VmHWM: this process's own high-water mark (ru_maxrss would include the parent's at fork)
+    with open("/proc/self/status", encoding="utf-8") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+before = peak_rss_mb()
 start = time.perf_counter()
 tokenizer = train_tokenizer("char", read_text(sys.argv[1]))
 n_tokens = encode_to_file(sys.argv[1], tokenizer, sys.argv[2])
-seconds = time.perf_counter() - start
-print(n_tokens, seconds, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(n_tokens, time.perf_counter() - start, before, peak_rss_mb())
 """
 
 
