@@ -98,7 +98,7 @@ def test_attention_heads_agree_with_the_simple_twin(rng, dtype, p, B, T, C, NH, 
 
 def test_causal_bias_is_the_mask_as_a_term_to_add():
     for T, S in [(5, 5), (1, 9), (3, 8)]:
-        bias = attention.causal_bias(T, S, "float32")
+        bias = attention.causal_bias(T, S, np.dtype(np.float32))
         assert bias.dtype == np.float32
         assert np.array_equal(np.isneginf(bias), attention.causal_mask(T, S))
         assert np.all(bias[~attention.causal_mask(T, S)] == 0)

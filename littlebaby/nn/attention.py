@@ -24,7 +24,7 @@ def causal_mask(T, S=None):
 
 
 @lru_cache(maxsize=64)
-def causal_bias(T, S=None, dtype="float32"):
+def causal_bias(T, S=None, dtype=np.float32):
     """(T, S) of 0 where a query may look and -inf where it may not: ``causal_mask`` as a term to add.
 
     ``scores += causal_bias(...)`` gives bitwise the scores that ``scores[..., causal_mask] = -inf`` gives (x + 0
@@ -76,7 +76,7 @@ def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
     S = k.shape[2]
     att = q @ k.transpose(0, 1, 3, 2)                               # (B, NH, T, S)
     att *= 1.0 / math.sqrt(hs)
-    att += causal_bias(T, S, att.dtype.name)                        # -inf where the query may not look
+    att += causal_bias(T, S, att.dtype)                             # -inf where the query may not look
     softmax_rows_inplace(att)                                       # (B, NH, T, S) rows sum to 1
     if dropout > 0.0 and rng is not None:
         # att_drop = att * keep / (1 - p); the scale is applied to the smaller y instead of the (T, S) weights

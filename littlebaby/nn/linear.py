@@ -9,7 +9,8 @@ def linear_forward(x, w, b):
     The leading axes are flattened first so BLAS sees one large (N, IN) @ (IN, OUT) product instead of a stack
     of small ones.
     """
-    out = x.reshape(-1, x.shape[-1]) @ w + b                        # (N, OUT), N = prod(leading axes)
+    out = x.reshape(-1, x.shape[-1]) @ w                            # (N, OUT), N = prod(leading axes)
+    out += b                                                        # in place: no second (N, OUT) array
     out = out.reshape(*x.shape[:-1], w.shape[1])                    # (..., OUT)
     cache = (x, w)  # dw needs the input, dx needs the weight
     return out, cache
