@@ -1,20 +1,23 @@
 """Train-step speed of littlebaby against the PyTorch reference model, on identical shapes, in one process.
 
-    python benchmarks/bench_train.py                      # S, M, L, 20 timed steps each, generation, corpus
+    python benchmarks/bench_train.py          # S, M (20 timed steps), L (5), generation, 100 MB corpus: ~7 min
     python benchmarks/bench_train.py --configs S --steps 5 --skip-generate --skip-corpus   # a quick look
 
 littlebaby runs in two ways: "1 worker", the plain ``GPT.loss_and_grads`` (NumPy's BLAS uses both cores for
 the matmuls, everything else runs on one), and "2 worker threads", the same model with the batch split over two
-threads (``benchmarks/bench_data_parallel.py``), each with a one-thread BLAS.
+threads (``benchmarks/bench_data_parallel.py``), BLAS limited to one thread per call while they run.
 
-For each config the two models take turns, one train step each (forward + backward + AdamW), so a burst of
-load on the shared machine lands on both; who goes first alternates. Each timed step starts after ``--gap``
+For each config the contestants take turns, one train step each (forward + backward + AdamW), so a burst of
+load on the shared machine lands on all of them; who goes first rotates. Each timed step starts after ``--gap``
 seconds of idle: both libraries keep their worker threads spinning for a while after a call (OpenBLAS for about
 0.1 s), and without the gap those spinning threads take a core from whichever model runs next. Measured here,
-that made PyTorch look up to 2x slower on M than it is alone; with the gap each model sees a quiet machine. The table reports median step times,
-tokens/s, the ratio (>1: littlebaby is faster), our achieved GFLOP/s from ``littlebaby.model.flops_per_token``
-and its fraction of the float32 matmul ceiling measured at the start of the run (a large ``np.matmul``), and
-the peak RSS of each model's steps on their own (the kernel's high-water mark, reset between measurements).
+that made PyTorch look up to 2x slower on M than it is alone; with the gap each model sees a quiet machine.
+
+The table reports median step times, tokens/s, the ratio (>1: littlebaby is faster), our achieved GFLOP/s from
+``littlebaby.model.flops_per_token`` and its fraction of the float32 matmul ceiling (the best of several large
+``np.matmul`` runs in this process), and the peak RSS of each contestant's warm-up steps on their own (the
+kernel's high-water mark, reset before each). Then generation tokens/s (``littlebaby.generate.sample_ids``) and
+the peak RSS of preparing a generated 100 MB text file the way ``baby train`` does, in a fresh process.
 
 The PyTorch side is ``tests/torch_reference.py`` (plain eager torch, default thread count, no compile), with
 its own AdamW (decay on matrices only, like ours) and ``torch.nn.functional.dropout`` for dropout, so that it
