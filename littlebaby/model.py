@@ -7,11 +7,14 @@ Parameters (a plain dict of arrays, weights stored (in, out)):
     blocks.{i}.attn.w_proj (H, C), .b (C,) blocks.{i}.ln_2.w, ln_2.b (C,)
     blocks.{i}.mlp.w_fc (C, F), b_fc (F,)  blocks.{i}.mlp.w_proj (F, C), b_proj (C,)
     ln_f.w, ln_f.b (C,)                    lm_head.w (C, V), lm_head.b (V,)
+The switches change this list (``param_shapes`` gives each variant's): mixture of heads adds attn.w_gate
+(C, NH) and attn.b_gate (NH,) and projects from hs; experts replace mlp.* with moe.* stacked per expert;
+weight tying drops lm_head.w.
 
 Activations cached by one training forward (what the backward keeps alive), per layer:
     ln_1, ln_2: xhat (B, T, C) and rstd (B, T, 1);   attn: input (B, T, C), qkv (B, T, 3H),
     softmax output (B, NH, T, T), dropout mask (B, NH, T, T) bool, head outputs (B, T, H);
-    mlp: input (B, T, C), pre-GELU (B, T, F), tanh (B, T, F), GELU output (B, T, F);
+    mlp: input (B, T, C), pre-GELU (B, T, F), GELU gate 0.5 (1 + tanh) (B, T, F), GELU output (B, T, F);
     residual dropout masks 2 x (B, T, C) bool.
 And once: token ids (B, T), ln_f (B, T, C), its output (B, T, C), softmax probabilities (B*T, V).
 The (B, NH, T, T) attention weights dominate at long contexts.
@@ -39,6 +42,8 @@ from littlebaby.nn import (
     token_embedding_backward,
     token_embedding_forward,
 )
+from littlebaby.nn.block import MIXER_PARAMS, NETWORK_PARAMS
+
 
 @dataclasses.dataclass
 class Config:
@@ -139,10 +144,11 @@ def init_params(config, rng):
     return params
 
 
-def block_params(params, i):
+def block_params(params, config, i):
     """The parameters of block i under their short names (``ln_1.w``): no copies, the same arrays."""
-    prefix = f"blocks.{i}."
-    return {name[len(prefix):]: p for name, p in params.items() if name.startswith(prefix)}
+    names = ("ln_1.w", "ln_1.b", "ln_2.w", "ln_2.b") + MIXER_PARAMS[config.c_attention] + \
+        NETWORK_PARAMS[config.c_network]
+    return {name: params[f"blocks.{i}.{name}"] for name in names}
 
 
 def head_weight(params, config):
@@ -167,7 +173,7 @@ def gpt_forward(params, config, idx, rng=None, kv_cache=None):
     block_caches, aux_loss = [], 0.0
     for i in range(config.n_layers):
         kv = None if kv_cache is None else kv_cache.slot(i)
-        x, aux, block_cache = block_forward(x, block_params(params, i), config, rng, kv)  # (B, T, C)
+        x, aux, block_cache = block_forward(x, block_params(params, config, i), config, rng, kv)  # (B, T, C)
         block_caches.append(block_cache)
         aux_loss += aux
     x, lnf_cache = layernorm_forward(x, params["ln_f.w"], params["ln_f.b"])  # (B, T, C)
