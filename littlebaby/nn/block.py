@@ -7,6 +7,8 @@ The mixer is multi-head attention (``c_attention = "mha"``) or mixture of heads 
 MLP (``c_network = "mlp"``) or a mixture of experts (``"moe"``). Parameters come as a dict with the block's
 short names (``ln_1.w``, ``attn.w_qkv``, ...); gradients go back as a dict with exactly the same keys.
 Dropout masks are drawn from ``rng`` in a fixed order: the attention weights, after the mixer, after the network.
+
+Derivation: docs/layers/block.md.
 """
 
 from littlebaby.nn.attention import attention_backward, attention_forward

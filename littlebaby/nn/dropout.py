@@ -1,5 +1,8 @@
 """Inverted dropout: zero each value with probability p and scale the survivors by 1 / (1 - p), so the
-expected output equals the input and evaluation needs no rescaling."""
+expected output equals the input and evaluation needs no rescaling.
+
+Derivation: docs/layers/dropout.md.
+"""
 
 import math
 import sys

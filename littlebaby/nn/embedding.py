@@ -1,4 +1,7 @@
-"""Token and learned position embeddings: a table lookup forward, a scatter-add backward."""
+"""Token and learned position embeddings: a table lookup forward, a scatter-add backward.
+
+Derivation: docs/layers/embedding.md.
+"""
 
 import numpy as np
 

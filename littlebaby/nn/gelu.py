@@ -1,5 +1,8 @@
 """GELU in its tanh form, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, with the exact derivative of
-that form (not of the erf GELU it approximates)."""
+that form (not of the erf GELU it approximates).
+
+Derivation: docs/layers/gelu.md.
+"""
 
 import math
 

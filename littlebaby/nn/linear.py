@@ -1,4 +1,7 @@
-"""Linear layer ``x @ w + b`` with w stored (in, out)."""
+"""Linear layer ``x @ w + b`` with w stored (in, out).
+
+Derivation: docs/layers/linear.md.
+"""
 
 import numpy as np
 

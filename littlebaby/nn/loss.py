@@ -1,4 +1,7 @@
-"""Softmax cross-entropy with its fused gradient: d loss / d logits = (softmax - onehot) / N."""
+"""Softmax cross-entropy with its fused gradient: d loss / d logits = (softmax - onehot) / N.
+
+Derivation: docs/layers/cross_entropy.md.
+"""
 
 import numpy as np
 

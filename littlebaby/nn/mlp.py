@@ -1,4 +1,7 @@
-"""The position-wise MLP: expand C -> F = 4C, GELU, project back F -> C."""
+"""The position-wise MLP: expand C -> F = 4C, GELU, project back F -> C.
+
+Derivation: docs/layers/mlp.md.
+"""
 
 from littlebaby.nn.gelu import gelu_backward, gelu_forward
 from littlebaby.nn.linear import linear_backward, linear_forward

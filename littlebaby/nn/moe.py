@@ -11,6 +11,8 @@ Parameters: ``w_gate`` (C, NE), ``b_gate`` (NE,), and stacked expert MLPs ``w_fc
 ``w_proj`` (NE, F, C), ``b_proj`` (NE, C), F = expansion * C.
 
 The loop over experts is a loop over NE weight sets (a handful), each doing one batched MLP over its tokens.
+
+Derivation: docs/layers/moe.md.
 """
 
 import numpy as np

@@ -3,6 +3,8 @@
 Every head computes its causal attention output as in multi-head attention. A gate reads the same input and gives
 each token a softmax over the heads; the token's output is the gated sum of its heads' outputs (width hs, not H),
 projected back to C. Extra parameters: ``w_gate`` (C, NH), ``b_gate`` (NH,); ``w_proj`` is (hs, C).
+
+Derivation: docs/layers/moh.md.
 """
 
 import numpy as np

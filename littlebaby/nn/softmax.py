@@ -1,4 +1,7 @@
-"""Softmax over the last axis, for the gates of mixture of heads and mixture of experts."""
+"""Softmax over the last axis, for the gates of mixture of heads and mixture of experts.
+
+Derivation: docs/layers/softmax.md.
+"""
 
 import numpy as np
 
