@@ -54,6 +54,8 @@ def build_report(state, status) -> dict:
         "val_tokens": int(len(state.data.val)),
         "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
         "final_val_bpc": last.get("val_bpc"), "evals": hist["evals"],
+        "tokenizer": state.tokenizer.kind, "tokens_per_char": state.tokens_per_char,
+        "loss_units": "losses are nats per token; val_bpc = val_loss / ln 2 * tokens_per_char, bits per character",
         "loss": hist["loss"], "grad_norm": hist["grad_norm"], "lr": hist["lr"], "step_time": step_times,
         "mean_step_time_s": mean_step, "tokens_per_s": tokens_per_s,
         "total_time_s": hist["train_seconds"], "num_params": state.gpt.num_params(),
