@@ -14,7 +14,7 @@ from littlebaby.train import DEFAULT_STEPS
 DESCRIPTION = """\
 The Little Baby: a GPT-style language model in NumPy, every gradient written by hand.
 
-  baby train                           train on the built-in Shakespeare corpus (about 5 minutes)
+  baby train                           train on the built-in Shakespeare corpus (a few minutes)
   baby train --data input.txt --steps 500 --n-layers 2
   baby generate last --prompt "ROMEO:"
   baby finetune last --data more.txt --steps 200
