@@ -10,14 +10,12 @@ An epoch is ``len(train) / (B * n_ctx)`` steps: that many random windows cover e
 
 import dataclasses
 import math
-import os
 import pathlib
-import tempfile
 
 import numpy as np
 
 from littlebaby.errors import BabyError
-from littlebaby.runs import WriteError, write_error_message
+from littlebaby.runs import atomic_file
 
 TRAIN_FRACTION = 0.9
 CHUNK_CHARS = 1 << 20      # characters encoded at a time
@@ -86,25 +84,13 @@ def text_chunks(path, chunk_chars=CHUNK_CHARS):
 
 def encode_to_file(text_path, tokenizer, tokens_path, chunk_chars=CHUNK_CHARS) -> int:
     """Encode a UTF-8 file chunk by chunk into tokens_path (atomically); return the number of tokens."""
-    tokens_path = pathlib.Path(tokens_path)
     dtype = token_dtype(tokenizer.vocab_size)
-    n_tokens, tmp = 0, None
-    try:
-        tokens_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tokens_path.parent, prefix=f".{tokens_path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            for chunk in text_chunks(text_path, chunk_chars):
-                ids = np.asarray(tokenizer.encode(chunk))                 # (n,) int64
-                f.write(ids.astype(dtype).tobytes())
-                n_tokens += ids.size
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, tokens_path)
-    except OSError as e:
-        raise WriteError(write_error_message(tokens_path, e)) from None
-    finally:
-        if tmp is not None:
-            pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename; removes a failed write's
+    n_tokens = 0
+    with atomic_file(tokens_path) as f:
+        for chunk in text_chunks(text_path, chunk_chars):
+            ids = np.asarray(tokenizer.encode(chunk))                     # (n,) int64
+            f.write(ids.astype(dtype).tobytes())
+            n_tokens += ids.size
     return n_tokens
 
 

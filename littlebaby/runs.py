@@ -13,6 +13,7 @@ For a run with id G, under the output directory ``out``:
 A finetune of G is the run ``G_finetuned``; its parent is recorded in its config.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -35,12 +36,14 @@ class WriteError(BabyError, OSError):
     """A file could not be written (disk full, no permission): a BabyError for the user, an OSError for code."""
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename: readers see the old file or the new.
+@contextlib.contextmanager
+def atomic_file(path):
+    """Open a temp file in path's directory for binary writing; when the block ends, fsync it and rename it onto
+    path, so readers see the old file or the new one, never half of one.
 
     A write that fails (disk full, no permission, a read-only disk) removes its temp file, leaves the previous
-    file as it was, and raises a BabyError saying what to do. SIGKILL mid-write can leave only a hidden
-    ``.name.*.tmp`` file behind, never a half-written ``name``.
+    file as it was, and raises a BabyError saying what to do; so does any other error in the block. SIGKILL
+    mid-write can leave only a hidden ``.name.*.tmp`` file behind, never a half-written ``name``.
     """
     path = pathlib.Path(path)
     tmp = None
@@ -48,15 +51,21 @@ def atomic_write_bytes(path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         raise WriteError(write_error_message(path, e)) from None
     finally:
-        if tmp is not None and pathlib.Path(tmp).exists():
-            pathlib.Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write data to path atomically (see atomic_file)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def remove_stale_temps(out, guid) -> list[pathlib.Path]:
