@@ -4,10 +4,14 @@ A BabyError is printed as one line, ``error: <message>``, on stderr, and the exi
 """
 
 import argparse
+import importlib.util
 import os
+import shutil
+import signal
+import subprocess
 import sys
 
-from littlebaby import api, report
+from littlebaby import api, parallel, report
 from littlebaby.errors import BabyError
 from littlebaby.train import DEFAULT_STEPS
 
@@ -91,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a model from scratch on plain text.")
     add_training_options(train)
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run where it stopped")
+    train.add_argument("--workers", type=int, default=1, metavar="K",
+                       help="train as K MPI ranks of one BLAS thread each (needs the mpi extra); on a 2-core "
+                            "machine 2 workers run 1.2-1.35x faster than one process")
 
     finetune = commands.add_parser("finetune", help="train a run further on new text, as RUN_finetuned",
                                    description="Continue training a run on new text; writes <guid>_finetuned "
@@ -127,12 +134,44 @@ def training_options(args) -> dict:
     return {dest: getattr(args, dest) for dest in TRAINING_DESTS if hasattr(args, dest)}
 
 
+def without_workers(argv) -> list[str]:
+    """argv less its ``--workers K`` / ``--workers=K``: what each MPI rank is started with."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            kept.append(arg)
+    return kept
+
+
+def run_workers(workers, argv) -> int:
+    """Start this same command as ``mpiexec -n K`` ranks, one BLAS thread each; wait for them."""
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None or importlib.util.find_spec("mpi4py") is None:
+        raise BabyError("--workers needs MPI: pip install -e \".[mpi]\" (mpi4py and mpiexec)")
+    threads = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    command = [mpiexec, "-n", str(workers), sys.executable, "-m", "littlebaby", *without_workers(argv)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the ranks, which save and stop
+    try:
+        return subprocess.call(command, env={**os.environ, **threads})
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets "?", not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and args.workers != 1 and not parallel.launched_by_mpi():
+            if args.workers < 1:
+                raise BabyError(f"--workers must be at least 1, got {args.workers}")
+            return run_workers(args.workers, argv)
         if args.command == "train":
             api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet, resume=args.resume,
                       **training_options(args))

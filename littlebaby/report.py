@@ -8,6 +8,7 @@ import platform
 
 import numpy as np
 
+from littlebaby import parallel
 from littlebaby.runs import RunPaths, atomic_write_bytes, atomic_write_json, load_record, read_json, run_ids
 
 
@@ -24,6 +25,7 @@ def environment() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
                        if k in os.environ},
+        "mpi_ranks": parallel.world().size,   # 1 unless trained under mpiexec / --workers
     }
 
 

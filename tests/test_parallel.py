@@ -1,5 +1,6 @@
 """Data parallelism over MPI: two ranks end where one process ends, and only rank 0 writes."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -69,3 +70,27 @@ def test_two_ranks_end_within_float_tolerance_of_one(tmp_path):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
     moved = sum(float(np.abs(a[n]).sum()) for n in a)
     assert moved > 0
+
+
+def test_workers_flag_is_removed_from_what_the_ranks_run():
+    from littlebaby.cli import without_workers
+    assert without_workers(["train", "--workers", "2", "--steps", "3"]) == ["train", "--steps", "3"]
+    assert without_workers(["train", "--workers=4", "--quiet"]) == ["train", "--quiet"]
+
+
+@pytest.mark.skipif(not mpi_available(), reason="needs the mpi extra: pip install -e '.[mpi]'")
+def test_baby_train_workers_runs_mpi_ranks(tmp_path):
+    data = tmp_path / "tiny.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")}
+    train = [sys.executable, "-m", "littlebaby", "train", "--data", str(data), *TINY]
+    subprocess.run(train + ["--out", str(tmp_path / "mpi"), "--workers", "2"], check=True, env=env, timeout=120)
+    subprocess.run(train + ["--out", str(tmp_path / "one")], check=True, env=env, timeout=120)
+    (one,) = (tmp_path / "one" / "models").glob("model_*.safetensors")
+    (two,) = (tmp_path / "mpi" / "models").glob("model_*.safetensors")
+    a, b = load_file(one), load_file(two)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    (report,) = (tmp_path / "mpi" / "outputs").glob("report_*.json")
+    environment = json.loads(report.read_text(encoding="utf-8"))["environment"]
+    assert environment["mpi_ranks"] == 2 and environment["thread_env"]["OPENBLAS_NUM_THREADS"] == "1"
