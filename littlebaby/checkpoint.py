@@ -34,8 +34,10 @@ def load_arrays(path) -> tuple[dict, dict]:
     if not path.is_file():
         raise BabyError(f"file not found: {path}" if not path.exists() else f"{path} is not a file")
     try:
-        with open(path, "rb") as f:
-            check_header(f.read(HEADER_LIMIT + 8), path.stat().st_size, path)
+        with open(path, "rb") as f:   # the 8-byte header length, then only the header itself
+            prefix = f.read(8)
+            claimed = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+            check_header(prefix + f.read(min(claimed, HEADER_LIMIT)), path.stat().st_size, path)
         with safetensors.safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             arrays = {name: f.get_tensor(name) for name in f.keys()}
