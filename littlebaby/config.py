@@ -49,7 +49,8 @@ def from_dict(cls, data: dict, what: str = "config"):
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     missing = [name for name in required if name not in data]
     if missing:
-        raise ConfigError(f"{what} is missing the key {missing[0]!r}")
+        raise ConfigError(f"{what} lacks the key {missing[0]!r}; the file is damaged or was not written by "
+                          f"littlebaby")
     kwargs = {}
     for key, value in data.items():
         if not _type_ok(value, hints[key]):
@@ -91,3 +92,16 @@ def from_json(cls, text: str, what: str = "config"):
     except json.JSONDecodeError as e:
         raise ConfigError(f"{what} is not valid JSON: {e}") from None
     return from_dict(cls, data, what)
+
+
+class TypedConfig:
+    """Base of every config dataclass: ``from_dict`` with the checks above, ``to_dict`` for JSON.
+    A subclass names itself in errors through ``WHAT``."""
+    WHAT = "config"
+
+    @classmethod
+    def from_dict(cls, data, what=None):
+        return from_dict(cls, data, what or cls.WHAT)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)

@@ -46,8 +46,10 @@ from littlebaby.nn.block import MIXER_PARAMS, NETWORK_PARAMS
 
 
 @dataclasses.dataclass
-class Config:
+class Config(configlib.TypedConfig):
     """The model's shape and the seed's training hyperparameters. JSON keys are the field names."""
+    WHAT = "model config"
+
     vocab_size: int = 65          # V: number of distinct tokens
     n_ctx: int = 64               # the context length: how many tokens the model sees at once
     n_emb: int = 128              # C: width of the residual stream
@@ -90,12 +92,6 @@ class Config:
         if not self.moe_aux_weight >= 0:
             raise ConfigError(f"model config key 'moe_aux_weight' must be >= 0, got {self.moe_aux_weight}")
 
-    def to_dict(self):
-        return configlib.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data, what="model config"):
-        return configlib.from_dict(cls, data, what)
 
 
 

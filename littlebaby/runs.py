@@ -130,18 +130,11 @@ def read_json(path, what: str):
         raise BabyError(f"{what} {path} is not valid UTF-8 JSON ({e}); delete it or restore it") from None
 
 
-def require_fields(cls, data, what: str) -> None:
-    """Name the first field without a default that ``data`` lacks (``from_dict`` checks the rest)."""
-    if isinstance(data, dict):
-        for f in dataclasses.fields(cls):
-            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if no_default and f.name not in data:
-                raise BabyError(f"{what} lacks the key {f.name!r}; the file is damaged or from another program")
-
-
 @dataclasses.dataclass
-class RunRecord:
+class RunRecord(configlib.TypedConfig):
     """Everything needed to rebuild or resume a run; saved as configs/config_G.json."""
+    WHAT = "run config"
+
     version: str                              # littlebaby version that made the run
     guid: str                                 # the run id G (a finetune's ends in _finetuned)
     kind: Literal["train", "finetune"]        # how the run started
@@ -154,13 +147,7 @@ class RunRecord:
     tokenizer: dict                           # {"kind": ..., "vocab_size": ...}
     data: dict                                # source, sizes in chars and tokens, token dtype
 
-    @classmethod
-    def from_dict(cls, data, what="run config"):
-        require_fields(cls, data, what)
-        return configlib.from_dict(cls, data, what)
 
-    def to_dict(self):
-        return configlib.to_dict(self)
 
 
 @dataclasses.dataclass(frozen=True)

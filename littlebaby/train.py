@@ -26,14 +26,16 @@ from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.generate import sample_text
 from littlebaby.optim import clip_grad_norm, lr_schedule
-from littlebaby.runs import atomic_write_text, remove_stale_temps, require_fields
+from littlebaby.runs import atomic_write_text, remove_stale_temps
 
 DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(configlib.TypedConfig):
     """How to train, beyond the model's shape. At most one of epochs / steps / max_time is the budget."""
+    WHAT = "training config"
+
     epochs: float | None = None          # budget in passes over the training split (random windows)
     steps: int | None = None             # budget in optimizer steps
     max_time: float | None = None        # budget in minutes of wall clock; steps estimated from timed steps
@@ -69,30 +71,21 @@ class TrainConfig:
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError("beta1 and beta2 must be in [0, 1)")
 
-    @classmethod
-    def from_dict(cls, data, what="training config"):
-        return configlib.from_dict(cls, data, what)
 
-    def to_dict(self):
-        return configlib.to_dict(self)
 
 
 @dataclasses.dataclass
-class Plan:
+class Plan(configlib.TypedConfig):
     """The concrete schedule worked out from a TrainConfig at the start; a resume reuses it unchanged."""
+    WHAT = "training plan"
+
     steps: int                 # optimizer steps in the whole run
     eval_every: int            # steps between evals
     warmup_steps: int          # linear warmup steps
     min_lr: float              # learning rate at the end of the cosine
     steps_per_epoch: int       # len(train tokens) / (batch_size * n_ctx), rounded up
 
-    @classmethod
-    def from_dict(cls, data, what="training plan"):
-        require_fields(cls, data, what)
-        return configlib.from_dict(cls, data, what)
 
-    def to_dict(self):
-        return configlib.to_dict(self)
 
 
 def make_plan(tc: TrainConfig, lr, n_train, batch_size, n_ctx, seconds_per_step=None) -> Plan:
