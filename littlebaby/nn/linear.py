@@ -3,8 +3,6 @@
 Derivation: docs/layers/linear.md.
 """
 
-import numpy as np
-
 
 def linear_forward(x, w, b):
     """x (..., IN), w (IN, OUT), b (OUT,) -> (..., OUT).

@@ -7,8 +7,6 @@ projected back to C. Extra parameters: ``w_gate`` (C, NH), ``b_gate`` (NH,); ``w
 Derivation: docs/layers/moh.md.
 """
 
-import numpy as np
-
 from littlebaby.nn.attention import heads_backward, heads_forward
 from littlebaby.nn.linear import linear_backward, linear_forward
 from littlebaby.nn.softmax import softmax_backward, softmax_forward
