@@ -14,9 +14,25 @@ that slides by one token would have to recompute every key at every step. Instea
 So the model always sees between n_ctx // 2 and n_ctx of the most recent tokens, always at positions it was
 trained on, and the cached and uncached paths compute the same thing: ``window_start`` defines the window for
 both. Each restart costs one prefill of n_ctx // 2 tokens every n_ctx // 2 steps, so a token still costs O(n_ctx).
+
+The fast path. A step feeds one token per sequence, so every array is a few hundred numbers and the step's cost
+is the number of NumPy calls, not the arithmetic. ``decode_step`` computes what ``gpt_forward`` computes for
+T = 1 on rows (B, C) instead of (B, T, C), with fewer calls: no time axis to reshape, no causal mask (the one
+query sees every cached key), no backward caches, LayerNorm statistics as products with a column of 1/C.
+Mixture of heads and mixture of experts go through their general layers on a (B, 1, C) view. ``gpt_forward``
+with a ``kv_cache`` is its plain twin; tests/test_kvcache.py checks that they agree for every variant.
 """
 
+import math
+from functools import lru_cache
+
 import numpy as np
+
+from littlebaby.nn.attention import softmax_rows_inplace
+from littlebaby.nn.gelu import gelu_forward
+from littlebaby.nn.layernorm import EPS
+from littlebaby.nn.moe import moe_forward
+from littlebaby.nn.moh import moh_forward
 
 
 def window_start(n_tokens, n_ctx):
@@ -57,6 +73,7 @@ class CachedStepper:
         self.cache = None
         self.tokens = None      # (B, n) every token so far
         self.window = 0         # window_start of the tokens the cache holds
+        self.blocks = None      # each block's parameters by short name, looked up once per prefill
 
     def start(self, ids):
         """ids (B, T0) the prompts -> logits (B, V) for the token after them (one prefill pass)."""
@@ -69,15 +86,18 @@ class CachedStepper:
         self.tokens = np.concatenate([self.tokens, np.asarray(new_ids, np.int64).reshape(-1, 1)], axis=1)  # (B, n)
         if window_start(self.tokens.shape[1], self.gpt.config.n_ctx) != self.window:
             return self._prefill()  # the window jumped: recompute the cache for its tokens
-        return self._forward(self.tokens[:, -1:])
+        return decode_step(self.gpt.params, self.gpt.config, self.tokens[:, -1], self.cache, self.blocks)  # (B, V)
 
     def _prefill(self):
-        self.window = window_start(self.tokens.shape[1], self.gpt.config.n_ctx)
+        from littlebaby.model import block_params  # the model imports nothing from here; avoid a cycle
+        config = self.gpt.config
+        self.blocks = [block_params(self.gpt.params, config, i) for i in range(config.n_layers)]
+        self.window = window_start(self.tokens.shape[1], config.n_ctx)
         self.cache.reset()
         return self._forward(self.tokens[:, self.window:])
 
     def _forward(self, idx):
-        from littlebaby.model import gpt_forward  # the model imports nothing from here; avoid a cycle
+        from littlebaby.model import gpt_forward
         logits, _ = gpt_forward(self.gpt.params, self.gpt.config, idx, kv_cache=self.cache)  # (B, T, V)
         return logits[:, -1]                                        # (B, V)
 
@@ -91,3 +111,105 @@ class UncachedStepper(CachedStepper):
 
     def _forward(self, idx):
         return self.gpt.forward(idx)[:, -1]                         # (B, V)
+
+
+# --- the fast path: one token per sequence, on rows (B, C) ------------------------------------------------------
+
+def decode_step(params, config, ids, kv_cache, blocks=None):
+    """ids (B,) one new token per sequence -> logits (B, V). The tokens take position kv_cache.length and attend
+    to everything cached before them; the same logits as ``gpt_forward(params, config, ids[:, None], rng=None,
+    kv_cache=kv_cache)[0][:, -1]``. ``blocks``: each block's ``model.block_params``, to skip looking them up."""
+    from littlebaby.model import block_params, head_weight
+    if blocks is None:
+        blocks = [block_params(params, config, i) for i in range(config.n_layers)]
+    start = kv_cache.length
+    x = params["wte"][ids] + params["wpe"][start]                   # (B, C)
+    for i, p in enumerate(blocks):
+        x = block_step(x, p, config, kv_cache.slot(i))              # (B, C)
+    x = layernorm_rows(x, params["ln_f.w"], params["ln_f.b"])       # (B, C)
+    logits = x @ head_weight(params, config)                        # (B, V)
+    logits += params["lm_head.b"]
+    kv_cache.length += 1
+    return logits
+
+
+def block_step(x, p, config, kv):
+    """x (B, C) -> (B, C): ``nn.block.block_forward`` at T = 1 in evaluation mode (no dropout, no cache)."""
+    pre = config.c_sequence == "pre"
+    h = layernorm_rows(x, p["ln_1.w"], p["ln_1.b"]) if pre else x   # (B, C)
+    a = mixer_step(h, p, config, kv)                                # (B, C)
+    x = x + a                                                       # (B, C) residual
+    if not pre:
+        x = layernorm_rows(x, p["ln_1.w"], p["ln_1.b"])             # (B, C)
+    h = layernorm_rows(x, p["ln_2.w"], p["ln_2.b"]) if pre else x   # (B, C)
+    m = network_step(h, p, config)                                  # (B, C)
+    x += m                                                          # (B, C) residual; x is this step's own array
+    if not pre:
+        x = layernorm_rows(x, p["ln_2.w"], p["ln_2.b"])             # (B, C)
+    return x
+
+
+def mixer_step(x, p, config, kv):
+    """x (B, C) -> (B, C): multi-head attention on rows, or mixture of heads through its general layer."""
+    if config.c_attention == "moh":
+        out, _ = moh_forward(x[:, None], p["attn.w_qkv"], p["attn.b_qkv"], p["attn.w_gate"], p["attn.b_gate"],
+                             p["attn.w_proj"], p["attn.b_proj"], config.n_heads, kv=kv)  # (B, 1, C)
+        return out[:, 0]                                            # (B, C)
+    y = heads_step(x, p["attn.w_qkv"], p["attn.b_qkv"], config.n_heads, kv)  # (B, H)
+    out = y @ p["attn.w_proj"]                                      # (B, C)
+    out += p["attn.b_proj"]
+    return out
+
+
+def heads_step(x, w_qkv, b_qkv, n_heads, kv):
+    """x (B, C) -> y (B, H): ``attention.heads_forward`` for one query per sequence, which sees every cached
+    key, so there is no mask. Writes the new key and value at position ``start`` of the cache slot."""
+    k_all, v_all, start = kv                                        # each (B, NH, n_ctx, hs)
+    B = x.shape[0]
+    hs = w_qkv.shape[1] // 3 // n_heads
+    qkv = x @ w_qkv                                                 # (B, 3H)
+    qkv += b_qkv
+    q, k, v = qkv.reshape(B, 3, n_heads, 1, hs).transpose(1, 0, 2, 3, 4)  # each (B, NH, 1, hs) a view
+    S = start + 1
+    k_all[:, :, start:S] = k
+    v_all[:, :, start:S] = v
+    att = q @ k_all[:, :, :S].transpose(0, 1, 3, 2)                 # (B, NH, 1, S)
+    att *= 1.0 / math.sqrt(hs)
+    softmax_rows_inplace(att)                                       # (B, NH, 1, S) rows sum to 1
+    y = att @ v_all[:, :, :S]                                       # (B, NH, 1, hs)
+    return y.reshape(B, n_heads * hs)                               # (B, H) heads side by side, as concatenated
+
+
+def network_step(x, p, config):
+    """x (B, C) -> (B, C): the MLP on rows, or the mixture of experts through its general layer."""
+    if config.c_network == "moe":
+        out, _, _ = moe_forward(x[:, None], p["moe.w_gate"], p["moe.b_gate"], p["moe.w_fc"], p["moe.b_fc"],
+                                p["moe.w_proj"], p["moe.b_proj"], config.moe_top_k)  # (B, 1, C)
+        return out[:, 0]                                            # (B, C)
+    h = x @ p["mlp.w_fc"]                                           # (B, F)
+    h += p["mlp.b_fc"]
+    a, _ = gelu_forward(h)                                          # (B, F)
+    out = a @ p["mlp.w_proj"]                                       # (B, C)
+    out += p["mlp.b_proj"]
+    return out
+
+
+def layernorm_rows(x, w, b):
+    """x (B, C) -> (B, C): ``layernorm_forward`` without its cache. The row mean and variance are products with a
+    (C, 1) column of 1/C: one BLAS call each, cheaper than a reduction on short rows."""
+    mean_column = _mean_column(x.shape[1], x.dtype)                 # (C, 1)
+    xhat = x - x @ mean_column                                      # (B, C) centred
+    std = (xhat * xhat) @ mean_column                               # (B, 1) the biased variance, as in training
+    std += EPS
+    np.sqrt(std, out=std)
+    xhat /= std                                                     # (B, C) normalised
+    xhat *= w
+    xhat += b
+    return xhat
+
+
+@lru_cache(maxsize=8)
+def _mean_column(C, dtype):
+    column = np.full((C, 1), 1.0 / C, dtype=dtype)                  # (C, 1)
+    column.flags.writeable = False
+    return column

@@ -5,9 +5,10 @@ import time
 import numpy as np
 import pytest
 
-from littlebaby.kvcache import CachedStepper, KVCache, UncachedStepper, window_start
-from littlebaby.model import GPT, Config
-from test_variants import COMBINATIONS, TINY
+from littlebaby.kvcache import CachedStepper, KVCache, UncachedStepper, decode_step, layernorm_rows, window_start
+from littlebaby.model import GPT, Config, gpt_forward
+from littlebaby.nn import layernorm_forward
+from test_variants import COMBINATIONS, TINY, nontrivial_gpt
 
 
 def test_window_grows_to_n_ctx_then_restarts_at_half():
@@ -34,6 +35,39 @@ def test_cached_equals_uncached_at_every_step(variant):
         next_ids = a.argmax(axis=-1)                            # (B,) greedy
         a, b = cached.push(next_ids), uncached.push(next_ids)
     assert cached.tokens.shape == (3, 25)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_decode_step_equals_the_general_forward(variant, dtype):
+    """The fast path against its plain twin: the same logits and the same keys and values written to the cache,
+    at every position from the first to the last of the context."""
+    gpt = nontrivial_gpt(variant, dtype=dtype, dropout=0.1)    # dropout must be off in generation
+    params, config = gpt.params, gpt.config
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, config.vocab_size, (3, config.n_ctx))  # (B, n_ctx)
+    fast, plain = KVCache(config, 3), KVCache(config, 3)
+    tolerance = {"float64": 1e-12, "float32": 1e-5}[dtype]
+    for t in range(config.n_ctx):
+        logits = decode_step(params, config, ids[:, t], fast)   # (B, V)
+        expected, _ = gpt_forward(params, config, ids[:, t:t + 1], kv_cache=plain)  # (B, 1, V)
+        assert logits.shape == (3, config.vocab_size) and logits.dtype == np.dtype(dtype)
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(logits, expected[:, 0], rtol=0, atol=tolerance * scale, err_msg=f"position {t}")
+        assert fast.length == plain.length == t + 1
+    for mine, theirs in zip(fast.keys + fast.values, plain.keys + plain.values):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=tolerance * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_layernorm_rows_equals_layernorm_forward(dtype):
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((5, 12)) * 3 + 1).astype(dtype)  # (B, C) off-centre, so the mean matters
+    w, b = rng.standard_normal(12).astype(dtype), rng.standard_normal(12).astype(dtype)
+    expected, _ = layernorm_forward(x, w, b)
+    out = layernorm_rows(x, w, b)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out, expected, rtol=0, atol={"float64": 1e-12, "float32": 1e-5}[dtype])
 
 
 def test_a_long_prompt_starts_in_the_right_window():
