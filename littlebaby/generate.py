@@ -45,16 +45,16 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     if top_k is not None and top_k < V:
         kth_largest = np.partition(scaled, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
         scaled = np.where(scaled < kth_largest, -np.inf, scaled)              # (B, V)
-    probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))                # (B, V)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))                # (B, V) unnormalised
     if top_p is not None and top_p < 1:
+        probs /= probs.sum(axis=-1, keepdims=True)
         order = np.argsort(-probs, axis=-1, kind="stable")                    # (B, V) likeliest first
         sorted_probs = np.take_along_axis(probs, order, axis=-1)               # (B, V)
         before = np.cumsum(sorted_probs, axis=-1) - sorted_probs               # (B, V) mass of the likelier ones
         dropped = np.zeros_like(probs, dtype=bool)                             # (B, V)
         np.put_along_axis(dropped, order, before >= top_p, axis=-1)           # the likeliest is always kept
         probs[dropped] = 0.0
-        probs /= probs.sum(axis=-1, keepdims=True)
+    # the draw is scaled by each row's total, so the probabilities need not be normalised
     cdf = np.cumsum(probs, axis=-1)                                            # (B, V)
     u = rng.random(B)[:, None] * cdf[:, -1:]                                   # (B, 1)
     return np.minimum((cdf <= u).sum(axis=-1), V - 1)                          # (B,) first index with cdf > u

@@ -28,7 +28,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from littlebaby.nn.attention import softmax_rows_inplace
 from littlebaby.nn.gelu import gelu_forward
 from littlebaby.nn.layernorm import EPS
 from littlebaby.nn.moe import moe_forward
@@ -48,13 +47,17 @@ def window_start(n_tokens, n_ctx):
 
 
 class KVCache:
-    """Per layer, keys and values (B, NH, n_ctx, hs) for positions 0 .. length-1."""
+    """Per layer, keys and values (B, NH, n_ctx, hs) for positions 0 .. length-1.
+
+    A layer's keys and values are the two halves of one buffer (B, 2, NH, n_ctx, hs), so that a decode step
+    writes both with one assignment."""
 
     def __init__(self, config, batch_size):
         hs = config.head_size // config.n_heads
-        shape = (batch_size, config.n_heads, config.n_ctx, hs)
-        self.keys = [np.zeros(shape, config.dtype) for _ in range(config.n_layers)]    # L x (B, NH, n_ctx, hs)
-        self.values = [np.zeros(shape, config.dtype) for _ in range(config.n_layers)]  # L x (B, NH, n_ctx, hs)
+        shape = (batch_size, 2, config.n_heads, config.n_ctx, hs)
+        self.buffers = [np.zeros(shape, config.dtype) for _ in range(config.n_layers)]  # L x (B, 2, NH, n_ctx, hs)
+        self.keys = [buffer[:, 0] for buffer in self.buffers]      # L x (B, NH, n_ctx, hs) views
+        self.values = [buffer[:, 1] for buffer in self.buffers]    # L x (B, NH, n_ctx, hs) views
         self.length = 0
 
     def slot(self, layer):
@@ -125,19 +128,19 @@ def decode_step(params, config, ids, kv_cache, blocks=None):
     start = kv_cache.length
     x = params["wte"][ids] + params["wpe"][start]                   # (B, C)
     for i, p in enumerate(blocks):
-        x = block_step(x, p, config, kv_cache.slot(i))              # (B, C)
+        x = block_step(x, p, config, kv_cache.buffers[i], start)    # (B, C)
     x = layernorm_rows(x, params["ln_f.w"], params["ln_f.b"])       # (B, C)
-    logits = x @ head_weight(params, config)                        # (B, V)
+    logits = np.dot(x, head_weight(params, config))                      # (B, V)
     logits += params["lm_head.b"]
     kv_cache.length += 1
     return logits
 
 
-def block_step(x, p, config, kv):
+def block_step(x, p, config, kv_buffer, start):
     """x (B, C) -> (B, C): ``nn.block.block_forward`` at T = 1 in evaluation mode (no dropout, no cache)."""
     pre = config.c_sequence == "pre"
     h = layernorm_rows(x, p["ln_1.w"], p["ln_1.b"]) if pre else x   # (B, C)
-    a = mixer_step(h, p, config, kv)                                # (B, C)
+    a = mixer_step(h, p, config, kv_buffer, start)                              # (B, C)
     x = x + a                                                       # (B, C) residual
     if not pre:
         x = layernorm_rows(x, p["ln_1.w"], p["ln_1.b"])             # (B, C)
@@ -149,34 +152,36 @@ def block_step(x, p, config, kv):
     return x
 
 
-def mixer_step(x, p, config, kv):
+def mixer_step(x, p, config, kv_buffer, start):
     """x (B, C) -> (B, C): multi-head attention on rows, or mixture of heads through its general layer."""
     if config.c_attention == "moh":
+        kv = (kv_buffer[:, 0], kv_buffer[:, 1], start)              # the slot heads_forward reads and writes
         out, _ = moh_forward(x[:, None], p["attn.w_qkv"], p["attn.b_qkv"], p["attn.w_gate"], p["attn.b_gate"],
                              p["attn.w_proj"], p["attn.b_proj"], config.n_heads, kv=kv)  # (B, 1, C)
         return out[:, 0]                                            # (B, C)
-    y = heads_step(x, p["attn.w_qkv"], p["attn.b_qkv"], config.n_heads, kv)  # (B, H)
-    out = y @ p["attn.w_proj"]                                      # (B, C)
+    y = heads_step(x, p["attn.w_qkv"], p["attn.b_qkv"], config.n_heads, kv_buffer, start)  # (B, H)
+    out = np.dot(y, p["attn.w_proj"])                               # (B, C)
     out += p["attn.b_proj"]
     return out
 
 
-def heads_step(x, w_qkv, b_qkv, n_heads, kv):
-    """x (B, C) -> y (B, H): ``attention.heads_forward`` for one query per sequence, which sees every cached
-    key, so there is no mask. Writes the new key and value at position ``start`` of the cache slot."""
-    k_all, v_all, start = kv                                        # each (B, NH, n_ctx, hs)
+def heads_step(x, w_qkv, b_qkv, n_heads, kv_buffer, start):
+    """x (B, C) -> y (B, H): ``attention.heads_forward`` for one query per sequence. It sees every cached key, so
+    there is no mask. The new key and value go to position ``start`` of kv_buffer (B, 2, NH, n_ctx, hs)."""
     B = x.shape[0]
     hs = w_qkv.shape[1] // 3 // n_heads
-    qkv = x @ w_qkv                                                 # (B, 3H)
+    qkv = np.dot(x, w_qkv)                                          # (B, 3H)
     qkv += b_qkv
-    q, k, v = qkv.reshape(B, 3, n_heads, 1, hs).transpose(1, 0, 2, 3, 4)  # each (B, NH, 1, hs) a view
-    S = start + 1
-    k_all[:, :, start:S] = k
-    v_all[:, :, start:S] = v
-    att = q @ k_all[:, :, :S].transpose(0, 1, 3, 2)                 # (B, NH, 1, S)
+    qkv = qkv.reshape(B, 3, n_heads, hs)                            # (B, 3, NH, hs)
+    kv_buffer[:, :, :, start] = qkv[:, 1:]                          # keys and values in one write
+    k, v = kv_buffer[:, 0, :, :start + 1], kv_buffer[:, 1, :, :start + 1]  # each (B, NH, S, hs), S = start + 1
+    att = qkv[:, 0, :, None, :] @ k.transpose(0, 1, 3, 2)           # (B, NH, 1, S)
     att *= 1.0 / math.sqrt(hs)
-    softmax_rows_inplace(att)                                       # (B, NH, 1, S) rows sum to 1
-    y = att @ v_all[:, :, :S]                                       # (B, NH, 1, hs)
+    # softmax over the S keys; these rows are too short for the einsum row sums of softmax_rows_inplace to pay
+    att -= att.max(axis=-1, keepdims=True)                          # (B, NH, 1, S) for a stable exp
+    np.exp(att, out=att)
+    att /= att.sum(axis=-1, keepdims=True)                          # rows sum to 1
+    y = att @ v                                                     # (B, NH, 1, hs)
     return y.reshape(B, n_heads * hs)                               # (B, H) heads side by side, as concatenated
 
 
@@ -186,10 +191,10 @@ def network_step(x, p, config):
         out, _, _ = moe_forward(x[:, None], p["moe.w_gate"], p["moe.b_gate"], p["moe.w_fc"], p["moe.b_fc"],
                                 p["moe.w_proj"], p["moe.b_proj"], config.moe_top_k)  # (B, 1, C)
         return out[:, 0]                                            # (B, C)
-    h = x @ p["mlp.w_fc"]                                           # (B, F)
+    h = np.dot(x, p["mlp.w_fc"])                                         # (B, F)
     h += p["mlp.b_fc"]
     a, _ = gelu_forward(h)                                          # (B, F)
-    out = a @ p["mlp.w_proj"]                                       # (B, C)
+    out = np.dot(a, p["mlp.w_proj"])                                     # (B, C)
     out += p["mlp.b_proj"]
     return out
 
@@ -198,8 +203,8 @@ def layernorm_rows(x, w, b):
     """x (B, C) -> (B, C): ``layernorm_forward`` without its cache. The row mean and variance are products with a
     (C, 1) column of 1/C: one BLAS call each, cheaper than a reduction on short rows."""
     mean_column = _mean_column(x.shape[1], x.dtype)                 # (C, 1)
-    xhat = x - x @ mean_column                                      # (B, C) centred
-    std = (xhat * xhat) @ mean_column                               # (B, 1) the biased variance, as in training
+    xhat = x - np.dot(x, mean_column)                                    # (B, C) centred
+    std = np.dot(xhat * xhat, mean_column)                             # (B, 1) the biased variance, as in training
     std += EPS
     np.sqrt(std, out=std)
     xhat /= std                                                     # (B, C) normalised
