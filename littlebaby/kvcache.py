@@ -76,12 +76,13 @@ class CachedStepper:
         self.cache = None
         self.tokens = None      # (B, n) every token so far
         self.window = 0         # window_start of the tokens the cache holds
-        self.blocks = None      # each block's parameters by short name, looked up once per prefill
+        self.weights = None     # decode_weights, folded once per generation
 
     def start(self, ids):
         """ids (B, T0) the prompts -> logits (B, V) for the token after them (one prefill pass)."""
         self.tokens = np.asarray(ids, dtype=np.int64).reshape(len(ids), -1)  # (B, T0)
         self.cache = KVCache(self.gpt.config, self.tokens.shape[0])
+        self.weights = None
         return self._prefill()
 
     def push(self, new_ids):
@@ -89,18 +90,17 @@ class CachedStepper:
         self.tokens = np.concatenate([self.tokens, np.asarray(new_ids, np.int64).reshape(-1, 1)], axis=1)  # (B, n)
         if window_start(self.tokens.shape[1], self.gpt.config.n_ctx) != self.window:
             return self._prefill()  # the window jumped: recompute the cache for its tokens
-        return decode_step(self.gpt.params, self.gpt.config, self.tokens[:, -1], self.cache, self.blocks)  # (B, V)
+        if self.weights is None:  # the parameters are read once per generation: they must not change during it
+            self.weights = decode_weights(self.gpt.params, self.gpt.config)
+        return decode_step(self.weights, self.gpt.config, self.tokens[:, -1], self.cache)  # (B, V)
 
     def _prefill(self):
-        from littlebaby.model import block_params  # the model imports nothing from here; avoid a cycle
-        config = self.gpt.config
-        self.blocks = [block_params(self.gpt.params, config, i) for i in range(config.n_layers)]
-        self.window = window_start(self.tokens.shape[1], config.n_ctx)
+        self.window = window_start(self.tokens.shape[1], self.gpt.config.n_ctx)
         self.cache.reset()
         return self._forward(self.tokens[:, self.window:])
 
     def _forward(self, idx):
-        from littlebaby.model import gpt_forward
+        from littlebaby.model import gpt_forward  # the model imports nothing from here; avoid a cycle
         logits, _ = gpt_forward(self.gpt.params, self.gpt.config, idx, kv_cache=self.cache)  # (B, T, V)
         return logits[:, -1]                                        # (B, V)
 
@@ -118,38 +118,74 @@ class UncachedStepper(CachedStepper):
 
 # --- the fast path: one token per sequence, on rows (B, C) ------------------------------------------------------
 
-def decode_step(params, config, ids, kv_cache, blocks=None):
-    """ids (B,) one new token per sequence -> logits (B, V). The tokens take position kv_cache.length and attend
-    to everything cached before them; the same logits as ``gpt_forward(params, config, ids[:, None], rng=None,
-    kv_cache=kv_cache)[0][:, -1]``. ``blocks``: each block's ``model.block_params``, to skip looking them up."""
+def decode_weights(params, config):
+    """The parameters as ``decode_step`` reads them, with constant factors folded in once per generation so that
+    each step makes fewer NumPy calls. The folds are exact algebra (only the rounding changes):
+
+      the attention scale into the query columns: (x Wq + bq) / sqrt(hs) = x (Wq / sqrt(hs)) + bq / sqrt(hs)
+      pre-norm only, each LayerNorm's gain and shift into the products that read it (its output feeds nothing
+      else): (xhat * w + b) @ W + c = xhat @ (w[:, None] * W) + (b @ W + c); the same for the gates of mixture
+      of heads and of experts and for every expert's first layer. ln_f always, into the head.
+
+    Mixture of heads keeps its scale: it runs through the general ``heads_forward``, which applies it.
+    Returns a dict: wte, wpe, head.w, head.b, and blocks, a list of each block's dict by short name.
+    """
     from littlebaby.model import block_params, head_weight
-    if blocks is None:
-        blocks = [block_params(params, config, i) for i in range(config.n_layers)]
+    pre = config.c_sequence == "pre"
+    blocks = []
+    for i in range(config.n_layers):
+        p = dict(block_params(params, config, i))
+        if config.c_attention == "mha":
+            hs = config.head_size // config.n_heads
+            query_scale = np.ones(3 * config.head_size, dtype=p["attn.w_qkv"].dtype)  # (3H,)
+            query_scale[:config.head_size] = 1.0 / math.sqrt(hs)
+            p["attn.w_qkv"], p["attn.b_qkv"] = p["attn.w_qkv"] * query_scale, p["attn.b_qkv"] * query_scale
+        if pre:
+            readers = ("attn.w_qkv", "attn.w_gate") if config.c_attention == "moh" else ("attn.w_qkv",)
+            for name in readers:
+                p[name], p[name.replace(".w_", ".b_")] = fold_gain_and_shift(
+                    p["ln_1.w"], p["ln_1.b"], p[name], p[name.replace(".w_", ".b_")])
+            readers = ("moe.w_gate", "moe.w_fc") if config.c_network == "moe" else ("mlp.w_fc",)
+            for name in readers:
+                p[name], p[name.replace(".w_", ".b_")] = fold_gain_and_shift(
+                    p["ln_2.w"], p["ln_2.b"], p[name], p[name.replace(".w_", ".b_")])
+        blocks.append(p)
+    head_w, head_b = fold_gain_and_shift(params["ln_f.w"], params["ln_f.b"], head_weight(params, config),
+                                         params["lm_head.b"])
+    return {"wte": params["wte"], "wpe": params["wpe"], "blocks": blocks, "head.w": head_w, "head.b": head_b}
+
+
+def fold_gain_and_shift(gain, shift, w, b):
+    """gain, shift (C,), w (..., C, OUT), b (..., OUT) -> w', b' with (xhat * gain + shift) @ w + b = xhat @ w' + b'.
+    A stack of weights (experts) folds each one."""
+    w_folded = gain[:, None] * w                                    # (..., C, OUT)
+    b_folded = b + np.einsum("c,...co->...o", shift, w)             # (..., OUT)
+    return w_folded, b_folded
+
+
+def decode_step(weights, config, ids, kv_cache):
+    """ids (B,) one new token per sequence -> logits (B, V). The tokens take position kv_cache.length and attend
+    to everything cached before them: the same logits as ``gpt_forward(params, config, ids[:, None],
+    kv_cache=kv_cache)[0][:, -1]``, from ``weights = decode_weights(params, config)``."""
     start = kv_cache.length
-    x = params["wte"][ids] + params["wpe"][start]                   # (B, C)
-    for i, p in enumerate(blocks):
-        x = block_step(x, p, config, kv_cache.buffers[i], start)    # (B, C)
-    x = layernorm_rows(x, params["ln_f.w"], params["ln_f.b"])       # (B, C)
-    logits = np.dot(x, head_weight(params, config))                      # (B, V)
-    logits += params["lm_head.b"]
+    x = weights["wte"][ids] + weights["wpe"][start]                 # (B, C)
+    for p, kv_buffer in zip(weights["blocks"], kv_cache.buffers):
+        x = block_step(x, p, config, kv_buffer, start)              # (B, C)
+    logits = np.dot(normalize_rows(x), weights["head.w"])           # (B, V) ln_f's gain and shift are folded in
+    logits += weights["head.b"]
     kv_cache.length += 1
     return logits
 
 
 def block_step(x, p, config, kv_buffer, start):
-    """x (B, C) -> (B, C): ``nn.block.block_forward`` at T = 1 in evaluation mode (no dropout, no cache)."""
-    pre = config.c_sequence == "pre"
-    h = layernorm_rows(x, p["ln_1.w"], p["ln_1.b"]) if pre else x   # (B, C)
-    a = mixer_step(h, p, config, kv_buffer, start)                              # (B, C)
-    x = x + a                                                       # (B, C) residual
-    if not pre:
-        x = layernorm_rows(x, p["ln_1.w"], p["ln_1.b"])             # (B, C)
-    h = layernorm_rows(x, p["ln_2.w"], p["ln_2.b"]) if pre else x   # (B, C)
-    m = network_step(h, p, config)                                  # (B, C)
-    x += m                                                          # (B, C) residual; x is this step's own array
-    if not pre:
-        x = layernorm_rows(x, p["ln_2.w"], p["ln_2.b"])             # (B, C)
-    return x
+    """x (B, C) -> (B, C): ``nn.block.block_forward`` at T = 1 in evaluation mode. Pre-norm: the LayerNorms'
+    gains and shifts are folded into the next products (see decode_weights); post-norm applies them here."""
+    if config.c_sequence == "pre":
+        x = x + mixer_step(normalize_rows(x), p, config, kv_buffer, start)  # (B, C) residual
+        x += network_step(normalize_rows(x), p, config)             # (B, C) residual; x is this step's own array
+        return x
+    x = layernorm_rows(x + mixer_step(x, p, config, kv_buffer, start), p["ln_1.w"], p["ln_1.b"])  # (B, C)
+    return layernorm_rows(x + network_step(x, p, config), p["ln_2.w"], p["ln_2.b"])  # (B, C)
 
 
 def mixer_step(x, p, config, kv_buffer, start):
@@ -166,8 +202,9 @@ def mixer_step(x, p, config, kv_buffer, start):
 
 
 def heads_step(x, w_qkv, b_qkv, n_heads, kv_buffer, start):
-    """x (B, C) -> y (B, H): ``attention.heads_forward`` for one query per sequence. It sees every cached key, so
-    there is no mask. The new key and value go to position ``start`` of kv_buffer (B, 2, NH, n_ctx, hs)."""
+    """x (B, C) -> y (B, H): ``attention.heads_forward`` for one query per sequence, with the scale 1/sqrt(hs)
+    already in the query weights. The query sees every cached key, so there is no mask. The new key and value
+    go to position ``start`` of kv_buffer (B, 2, NH, n_ctx, hs)."""
     B = x.shape[0]
     hs = w_qkv.shape[1] // 3 // n_heads
     qkv = np.dot(x, w_qkv)                                          # (B, 3H)
@@ -175,9 +212,8 @@ def heads_step(x, w_qkv, b_qkv, n_heads, kv_buffer, start):
     qkv = qkv.reshape(B, 3, n_heads, hs)                            # (B, 3, NH, hs)
     kv_buffer[:, :, :, start] = qkv[:, 1:]                          # keys and values in one write
     k, v = kv_buffer[:, 0, :, :start + 1], kv_buffer[:, 1, :, :start + 1]  # each (B, NH, S, hs), S = start + 1
-    att = qkv[:, 0, :, None, :] @ k.transpose(0, 1, 3, 2)           # (B, NH, 1, S)
-    att *= 1.0 / math.sqrt(hs)
-    # softmax over the S keys; these rows are too short for the einsum row sums of softmax_rows_inplace to pay
+    att = qkv[:, 0, :, None, :] @ k.transpose(0, 1, 3, 2)           # (B, NH, 1, S) scaled scores
+    # softmax over the S keys; rows this short gain nothing from softmax_rows_inplace's einsum row sums
     att -= att.max(axis=-1, keepdims=True)                          # (B, NH, 1, S) for a stable exp
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)                          # rows sum to 1
@@ -191,25 +227,31 @@ def network_step(x, p, config):
         out, _, _ = moe_forward(x[:, None], p["moe.w_gate"], p["moe.b_gate"], p["moe.w_fc"], p["moe.b_fc"],
                                 p["moe.w_proj"], p["moe.b_proj"], config.moe_top_k)  # (B, 1, C)
         return out[:, 0]                                            # (B, C)
-    h = np.dot(x, p["mlp.w_fc"])                                         # (B, F)
+    h = np.dot(x, p["mlp.w_fc"])                                    # (B, F)
     h += p["mlp.b_fc"]
     a, _ = gelu_forward(h)                                          # (B, F)
-    out = np.dot(a, p["mlp.w_proj"])                                     # (B, C)
+    out = np.dot(a, p["mlp.w_proj"])                                # (B, C)
     out += p["mlp.b_proj"]
     return out
 
 
 def layernorm_rows(x, w, b):
-    """x (B, C) -> (B, C): ``layernorm_forward`` without its cache. The row mean and variance are products with a
-    (C, 1) column of 1/C: one BLAS call each, cheaper than a reduction on short rows."""
-    mean_column = _mean_column(x.shape[1], x.dtype)                 # (C, 1)
-    xhat = x - np.dot(x, mean_column)                                    # (B, C) centred
-    std = np.dot(xhat * xhat, mean_column)                             # (B, 1) the biased variance, as in training
-    std += EPS
-    np.sqrt(std, out=std)
-    xhat /= std                                                     # (B, C) normalised
+    """x (B, C) -> (B, C): ``layernorm_forward`` without its cache."""
+    xhat = normalize_rows(x)                                        # (B, C)
     xhat *= w
     xhat += b
+    return xhat
+
+
+def normalize_rows(x):
+    """x (B, C) -> xhat (B, C), each row at zero mean and unit variance: LayerNorm before its gain and shift.
+    The row mean and variance are products with a (C, 1) column of 1/C, cheaper than reductions on short rows."""
+    mean_column = _mean_column(x.shape[1], x.dtype)                 # (C, 1)
+    xhat = x - np.dot(x, mean_column)                               # (B, C) centred
+    std = np.dot(xhat * xhat, mean_column)                          # (B, 1) the biased variance, as in training
+    std += EPS
+    np.sqrt(std, out=std)
+    xhat /= std
     return xhat
 
 

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from littlebaby.kvcache import CachedStepper, KVCache, UncachedStepper, decode_step, layernorm_rows, window_start
+from littlebaby.kvcache import CachedStepper, KVCache, UncachedStepper, decode_step, decode_weights, layernorm_rows, window_start
 from littlebaby.model import GPT, Config, gpt_forward
 from littlebaby.nn import layernorm_forward
 from test_variants import COMBINATIONS, TINY, nontrivial_gpt
@@ -46,10 +46,11 @@ def test_decode_step_equals_the_general_forward(variant, dtype):
     params, config = gpt.params, gpt.config
     rng = np.random.default_rng(3)
     ids = rng.integers(0, config.vocab_size, (3, config.n_ctx))  # (B, n_ctx)
+    weights = decode_weights(params, config)
     fast, plain = KVCache(config, 3), KVCache(config, 3)
     tolerance = {"float64": 1e-12, "float32": 1e-5}[dtype]
     for t in range(config.n_ctx):
-        logits = decode_step(params, config, ids[:, t], fast)   # (B, V)
+        logits = decode_step(weights, config, ids[:, t], fast)   # (B, V)
         expected, _ = gpt_forward(params, config, ids[:, t:t + 1], kv_cache=plain)  # (B, 1, V)
         assert logits.shape == (3, config.vocab_size) and logits.dtype == np.dtype(dtype)
         scale = np.abs(expected).max()
