@@ -28,7 +28,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from littlebaby.nn.gelu import gelu_forward
+from littlebaby.nn import (
+    block_forward,
+    gelu_forward,
+    layernorm_forward,
+    linear_forward,
+    position_embedding_forward,
+    token_embedding_forward,
+)
 from littlebaby.nn.layernorm import EPS
 from littlebaby.nn.moe import moe_forward
 from littlebaby.nn.moh import moh_forward
@@ -90,8 +97,6 @@ class CachedStepper:
         self.tokens = np.concatenate([self.tokens, np.asarray(new_ids, np.int64).reshape(-1, 1)], axis=1)  # (B, n)
         if window_start(self.tokens.shape[1], self.gpt.config.n_ctx) != self.window:
             return self._prefill()  # the window jumped: recompute the cache for its tokens
-        if self.weights is None:  # the parameters are read once per generation: they must not change during it
-            self.weights = decode_weights(self.gpt.params, self.gpt.config)
         return decode_step(self.weights, self.gpt.config, self.tokens[:, -1], self.cache)  # (B, V)
 
     def _prefill(self):
@@ -100,9 +105,13 @@ class CachedStepper:
         return self._forward(self.tokens[:, self.window:])
 
     def _forward(self, idx):
-        from littlebaby.model import gpt_forward  # the model imports nothing from here; avoid a cycle
-        logits, _ = gpt_forward(self.gpt.params, self.gpt.config, idx, kv_cache=self.cache)  # (B, T, V)
-        return logits[:, -1]                                        # (B, V)
+        """idx (B, T) the window -> logits (B, V) after its last token. Only the last token's logits are wanted, so
+        the others only fill the cache (``fill_cache`` skips the outputs no later step reads) and the last one
+        takes a decode step."""
+        if self.weights is None:  # the parameters are read once per generation: they must not change during it
+            self.weights = decode_weights(self.gpt.params, self.gpt.config)
+        fill_cache(self.gpt.params, self.gpt.config, idx[:, :-1], self.cache)
+        return decode_step(self.weights, self.gpt.config, idx[:, -1], self.cache)  # (B, V)
 
 
 class UncachedStepper(CachedStepper):
@@ -114,6 +123,26 @@ class UncachedStepper(CachedStepper):
 
     def _forward(self, idx):
         return self.gpt.forward(idx)[:, -1]                         # (B, V)
+
+
+def fill_cache(params, config, idx, kv_cache):
+    """idx (B, T) tokens at positions kv_cache.length .. -> their keys and values in every layer's cache, and
+    nothing else: ``gpt_forward`` without what no later step reads (the last block's outputs, ln_f, the head)."""
+    from littlebaby.model import block_params
+    B, T = idx.shape
+    if T == 0:
+        return
+    start = kv_cache.length
+    x = token_embedding_forward(idx, params["wte"])[0] + position_embedding_forward(T, params["wpe"], start)[0]
+    for i in range(config.n_layers - 1):
+        x, _, _ = block_forward(x, block_params(params, config, i), config, None, kv_cache.slot(i))  # (B, T, C)
+    last = block_params(params, config, config.n_layers - 1)
+    if config.c_sequence == "pre":
+        x, _ = layernorm_forward(x, last["ln_1.w"], last["ln_1.b"])  # (B, T, C)
+    qkv, _ = linear_forward(x, last["attn.w_qkv"], last["attn.b_qkv"])  # (B, T, 3H)
+    qkv = qkv.reshape(B, T, 3, config.n_heads, -1)                  # (B, T, 3, NH, hs) as heads_forward splits it
+    kv_cache.buffers[-1][:, :, :, start:start + T] = qkv[:, :, 1:].transpose(0, 2, 3, 1, 4)  # (B, 2, NH, T, hs)
+    kv_cache.length += T
 
 
 # --- the fast path: one token per sequence, on rows (B, C) ------------------------------------------------------

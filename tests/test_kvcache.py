@@ -5,7 +5,16 @@ import time
 import numpy as np
 import pytest
 
-from littlebaby.kvcache import CachedStepper, KVCache, UncachedStepper, decode_step, decode_weights, layernorm_rows, window_start
+from littlebaby.kvcache import (
+    CachedStepper,
+    KVCache,
+    UncachedStepper,
+    decode_step,
+    decode_weights,
+    fill_cache,
+    layernorm_rows,
+    window_start,
+)
 from littlebaby.model import GPT, Config, gpt_forward
 from littlebaby.nn import layernorm_forward
 from test_variants import COMBINATIONS, TINY, nontrivial_gpt
@@ -58,6 +67,21 @@ def test_decode_step_equals_the_general_forward(variant, dtype):
         assert fast.length == plain.length == t + 1
     for mine, theirs in zip(fast.keys + fast.values, plain.keys + plain.values):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=tolerance * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_fill_cache_writes_the_keys_and_values_of_the_general_forward(variant):
+    gpt = nontrivial_gpt(variant, dtype="float64")
+    params, config = gpt.params, gpt.config
+    ids = np.random.default_rng(5).integers(0, config.vocab_size, (2, 7))  # (B, T)
+    fast, plain = KVCache(config, 2), KVCache(config, 2)
+    for cache in (fast, plain):  # a first token already cached: the fill starts at position 1
+        gpt_forward(params, config, ids[:, :1], kv_cache=cache)
+    fill_cache(params, config, ids[:, 1:], fast)
+    gpt_forward(params, config, ids[:, 1:], kv_cache=plain)
+    assert fast.length == plain.length == 7
+    for layer, (mine, theirs) in enumerate(zip(fast.buffers, plain.buffers)):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12 * np.abs(theirs).max(), err_msg=f"layer {layer}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
