@@ -40,7 +40,9 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
         return int(sample_next(np.asarray(logits)[None], temperature, top_k, top_p, rng)[0])
     if temperature == 0:
         return np.argmax(logits, axis=-1)                                      # (B,)
-    scaled = np.asarray(logits, dtype=np.float64) / temperature                # (B, V)
+    scaled = np.asarray(logits, dtype=np.float64)                              # (B, V)
+    if temperature != 1.0:
+        scaled = scaled / temperature
     B, V = scaled.shape
     if top_k is not None and top_k < V:
         kth_largest = np.partition(scaled, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
@@ -55,7 +57,7 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
         np.put_along_axis(dropped, order, before >= top_p, axis=-1)           # the likeliest is always kept
         probs[dropped] = 0.0
     # the draw is scaled by each row's total, so the probabilities need not be normalised
-    cdf = np.cumsum(probs, axis=-1)                                            # (B, V)
+    cdf = probs.cumsum(axis=-1)                                                # (B, V)
     u = rng.random(B)[:, None] * cdf[:, -1:]                                   # (B, 1)
     return np.minimum((cdf <= u).sum(axis=-1), V - 1)                          # (B,) first index with cdf > u
 
