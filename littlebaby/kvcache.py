@@ -30,12 +30,12 @@ import numpy as np
 
 from littlebaby.nn import (
     block_forward,
-    gelu_forward,
     layernorm_forward,
     linear_forward,
     position_embedding_forward,
     token_embedding_forward,
 )
+from littlebaby.nn.gelu import COEFF, SQRT_2_OVER_PI
 from littlebaby.nn.layernorm import EPS
 from littlebaby.nn.moe import moe_forward
 from littlebaby.nn.moh import moh_forward
@@ -178,6 +178,8 @@ def decode_weights(params, config):
             for name in readers:
                 p[name], p[name.replace(".w_", ".b_")] = fold_gain_and_shift(
                     p["ln_2.w"], p["ln_2.b"], p[name], p[name.replace(".w_", ".b_")])
+        if config.c_network == "mlp":
+            p["mlp.w_proj"] = 0.5 * p["mlp.w_proj"]                   # GELU's 0.5 (see network_step)
         blocks.append(p)
     head_w, head_b = fold_gain_and_shift(params["ln_f.w"], params["ln_f.b"], head_weight(params, config),
                                          params["lm_head.b"])
@@ -258,7 +260,14 @@ def network_step(x, p, config):
         return out[:, 0]                                            # (B, C)
     h = np.dot(x, p["mlp.w_fc"])                                    # (B, F)
     h += p["mlp.b_fc"]
-    a, _ = gelu_forward(h)                                          # (B, F)
+    # twice nn.gelu's GELU, h (1 + tanh(u)), u = sqrt(2/pi) h (1 + 0.044715 h^2); the 0.5 is folded into w_proj
+    a = h * h                                                       # (B, F)
+    a *= COEFF * SQRT_2_OVER_PI
+    a += SQRT_2_OVER_PI
+    a *= h                                                          # u
+    np.tanh(a, out=a)
+    a += 1.0
+    a *= h                                                          # 2 gelu(h)
     out = np.dot(a, p["mlp.w_proj"])                                # (B, C)
     out += p["mlp.b_proj"]
     return out
