@@ -35,6 +35,7 @@ from littlebaby.nn import (
     position_embedding_forward,
     token_embedding_forward,
 )
+from littlebaby.nn.attention import row_max
 from littlebaby.nn.gelu import COEFF, SQRT_2_OVER_PI
 from littlebaby.nn.layernorm import EPS
 from littlebaby.nn.moe import moe_forward
@@ -245,7 +246,7 @@ def heads_step(x, w_qkv, b_qkv, n_heads, kv_buffer, start):
     k, v = kv_buffer[:, 0, :, :start + 1], kv_buffer[:, 1, :, :start + 1]  # each (B, NH, S, hs), S = start + 1
     att = qkv[:, 0, :, None, :] @ k.transpose(0, 1, 3, 2)           # (B, NH, 1, S) scaled scores
     # softmax over the S keys; rows this short gain nothing from softmax_rows_inplace's einsum row sums
-    att -= att.max(axis=-1, keepdims=True)                          # (B, NH, 1, S) for a stable exp
+    att -= row_max(att)                                             # (B, NH, 1, S) for a stable exp
     np.exp(att, out=att)
     att /= att.sum(axis=-1, keepdims=True)                          # rows sum to 1
     y = att @ v                                                     # (B, NH, 1, hs)

@@ -112,6 +112,17 @@ def test_softmax_rows_inplace_matches_the_definition(rng):
     assert_agree([attention.softmax_rows_inplace(x.copy())], [expected], "float64", "softmax")
 
 
+
+def test_row_max_is_the_max_over_the_last_axis(rng):
+    for shape in [(4, 6, 9), (2, 3, 1, 17), (5, 1), (1,), (3, 0, 4)]:
+        x = randn(rng, "float64", *shape)
+        if x.size:
+            x.reshape(-1, shape[-1])[::2, 1:] = -np.inf             # rows that are mostly masked
+        for array in (x, x.astype(np.float32), x[..., ::-1]):      # the last one is not contiguous
+            expected = array.max(axis=-1, keepdims=True)
+            assert np.array_equal(attention.row_max(array), expected) and attention.row_max(array).dtype == array.dtype
+
+
 # --- dropout masks -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("p", [0.1, 0.2, 0.5, 1e-9, 0.999999])
