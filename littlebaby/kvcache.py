@@ -1,7 +1,7 @@
 """The KV cache for generation, and what the model sees once a sequence outgrows its context.
 
 Generating token by token, every position's keys and values stay the same once computed, so each layer keeps
-them in a buffer preallocated for n_ctx positions: the prompt is prefilled in one forward pass, then each new
+them in a buffer preallocated for n_ctx positions: the prompt is prefilled in one pass, then each new
 token costs one position's worth of work instead of a pass over the whole context.
 
 Past n_ctx. The model learned positions 0 .. n_ctx-1 only, and its keys depend on their positions, so a window
@@ -15,12 +15,14 @@ So the model always sees between n_ctx // 2 and n_ctx of the most recent tokens,
 trained on, and the cached and uncached paths compute the same thing: ``window_start`` defines the window for
 both. Each restart costs one prefill of n_ctx // 2 tokens every n_ctx // 2 steps, so a token still costs O(n_ctx).
 
-The fast path. A step feeds one token per sequence, so every array is a few hundred numbers and the step's cost
-is the number of NumPy calls, not the arithmetic. ``decode_step`` computes what ``gpt_forward`` computes for
-T = 1 on rows (B, C) instead of (B, T, C), with fewer calls: no time axis to reshape, no causal mask (the one
-query sees every cached key), no backward caches, LayerNorm statistics as products with a column of 1/C.
-Mixture of heads and mixture of experts go through their general layers on a (B, 1, C) view. ``gpt_forward``
-with a ``kv_cache`` is its plain twin; tests/test_kvcache.py checks that they agree for every variant.
+The fast path. A step feeds one token per sequence, so every array holds a few hundred numbers and a step costs
+its NumPy calls, not its arithmetic. ``decode_step`` computes what ``gpt_forward`` computes for T = 1 with fewer
+calls: rows (B, C) instead of (B, T, C), no causal mask (the one query sees every cached key), no backward
+caches, and constant factors folded into the weights once per generation (``decode_weights``). Mixture of heads
+and of experts go through their general layers on a (B, 1, C) view. A prefill runs the general layers over all
+but the window's last token, skipping the outputs no later step reads (``fill_cache``), then decodes the last
+one. ``gpt_forward`` with a ``kv_cache`` is the plain twin of both; tests/test_kvcache.py checks them against it
+for every variant, and the cached steppers against the uncached one.
 """
 
 import math
@@ -150,37 +152,38 @@ def fill_cache(params, config, idx, kv_cache):
 
 def decode_weights(params, config):
     """The parameters as ``decode_step`` reads them, with constant factors folded in once per generation so that
-    each step makes fewer NumPy calls. The folds are exact algebra (only the rounding changes):
+    each step makes fewer NumPy calls. Each fold is exact algebra (only the rounding changes):
 
-      the attention scale into the query columns: (x Wq + bq) / sqrt(hs) = x (Wq / sqrt(hs)) + bq / sqrt(hs)
       pre-norm only, each LayerNorm's gain and shift into the products that read it (its output feeds nothing
-      else): (xhat * w + b) @ W + c = xhat @ (w[:, None] * W) + (b @ W + c); the same for the gates of mixture
-      of heads and of experts and for every expert's first layer. ln_f always, into the head.
+      else): (xhat * w + b) @ W + c = xhat @ (w[:, None] * W) + (b @ W + c). ln_1 into attn.w_qkv (and the
+      gate of mixture of heads), ln_2 into mlp.w_fc (or the gate and every first layer of the experts);
+      ln_f, always, into the head;
+      multi-head attention: the scale into the query columns, (x Wq + bq) / sqrt(hs) = x (Wq / sqrt(hs)) + ...
+      (mixture of heads runs the general ``heads_forward``, which scales by itself);
+      the MLP: GELU's 0.5 into its second product, 0.5 a @ W = a @ (0.5 W) (see ``network_step``).
 
-    Mixture of heads keeps its scale: it runs through the general ``heads_forward``, which applies it.
     Returns a dict: wte, wpe, head.w, head.b, and blocks, a list of each block's dict by short name.
+    The parameters themselves are not modified.
     """
     from littlebaby.model import block_params, head_weight
-    pre = config.c_sequence == "pre"
     blocks = []
     for i in range(config.n_layers):
         p = dict(block_params(params, config, i))
+        if config.c_sequence == "pre":
+            ln_1_readers = ("attn.w_qkv", "attn.w_gate") if config.c_attention == "moh" else ("attn.w_qkv",)
+            ln_2_readers = ("moe.w_gate", "moe.w_fc") if config.c_network == "moe" else ("mlp.w_fc",)
+            for ln, readers in (("ln_1", ln_1_readers), ("ln_2", ln_2_readers)):
+                for w in readers:
+                    b = w.replace(".w_", ".b_")
+                    p[w], p[b] = fold_gain_and_shift(p[f"{ln}.w"], p[f"{ln}.b"], p[w], p[b])
         if config.c_attention == "mha":
-            hs = config.head_size // config.n_heads
-            query_scale = np.ones(3 * config.head_size, dtype=p["attn.w_qkv"].dtype)  # (3H,)
-            query_scale[:config.head_size] = 1.0 / math.sqrt(hs)
-            p["attn.w_qkv"], p["attn.b_qkv"] = p["attn.w_qkv"] * query_scale, p["attn.b_qkv"] * query_scale
-        if pre:
-            readers = ("attn.w_qkv", "attn.w_gate") if config.c_attention == "moh" else ("attn.w_qkv",)
-            for name in readers:
-                p[name], p[name.replace(".w_", ".b_")] = fold_gain_and_shift(
-                    p["ln_1.w"], p["ln_1.b"], p[name], p[name.replace(".w_", ".b_")])
-            readers = ("moe.w_gate", "moe.w_fc") if config.c_network == "moe" else ("mlp.w_fc",)
-            for name in readers:
-                p[name], p[name.replace(".w_", ".b_")] = fold_gain_and_shift(
-                    p["ln_2.w"], p["ln_2.b"], p[name], p[name.replace(".w_", ".b_")])
+            if config.c_sequence == "post":  # not folded above: copy before scaling in place
+                p["attn.w_qkv"], p["attn.b_qkv"] = p["attn.w_qkv"].copy(), p["attn.b_qkv"].copy()
+            scale = 1.0 / math.sqrt(config.head_size // config.n_heads)
+            p["attn.w_qkv"][:, :config.head_size] *= scale          # the query columns come first
+            p["attn.b_qkv"][:config.head_size] *= scale
         if config.c_network == "mlp":
-            p["mlp.w_proj"] = 0.5 * p["mlp.w_proj"]                   # GELU's 0.5 (see network_step)
+            p["mlp.w_proj"] = 0.5 * p["mlp.w_proj"]
         blocks.append(p)
     head_w, head_b = fold_gain_and_shift(params["ln_f.w"], params["ln_f.b"], head_weight(params, config),
                                          params["lm_head.b"])

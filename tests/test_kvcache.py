@@ -55,7 +55,9 @@ def test_decode_step_equals_the_general_forward(variant, dtype):
     params, config = gpt.params, gpt.config
     rng = np.random.default_rng(3)
     ids = rng.integers(0, config.vocab_size, (3, config.n_ctx))  # (B, n_ctx)
+    before = {name: array.copy() for name, array in params.items()}
     weights = decode_weights(params, config)
+    assert all(np.array_equal(params[name], before[name]) for name in params)  # the folds copy, never modify
     fast, plain = KVCache(config, 3), KVCache(config, 3)
     tolerance = {"float64": 1e-12, "float32": 1e-5}[dtype]
     for t in range(config.n_ctx):
