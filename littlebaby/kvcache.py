@@ -136,7 +136,9 @@ def fill_cache(params, config, idx, kv_cache):
     if T == 0:
         return
     start = kv_cache.length
-    x = token_embedding_forward(idx, params["wte"])[0] + position_embedding_forward(T, params["wpe"], start)[0]
+    tok, _ = token_embedding_forward(idx, params["wte"])           # (B, T, C)
+    pos, _ = position_embedding_forward(T, params["wpe"], start)    # (T, C)
+    x = tok + pos                                                   # (B, T, C)
     for i in range(config.n_layers - 1):
         x, _, _ = block_forward(x, block_params(params, config, i), config, None, kv_cache.slot(i))  # (B, T, C)
     last = block_params(params, config, config.n_layers - 1)
@@ -292,7 +294,7 @@ def normalize_rows(x):
     xhat = x - np.dot(x, mean_column)                               # (B, C) centred
     std = np.dot(xhat * xhat, mean_column)                          # (B, 1) the biased variance, as in training
     std += EPS
-    np.sqrt(std, out=std)
+    np.sqrt(std, out=std)                                           # (B, 1) sqrt(var + eps)
     xhat /= std
     return xhat
 
