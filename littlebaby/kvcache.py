@@ -18,6 +18,8 @@ both. Each restart costs one prefill of n_ctx // 2 tokens every n_ctx // 2 steps
 
 import numpy as np
 
+from littlebaby.nn.backend import array_module, to_host
+
 
 def window_start(n_tokens, n_ctx):
     """Index of the first of n_tokens tokens that the model sees (see the module docstring).
@@ -34,11 +36,12 @@ def window_start(n_tokens, n_ctx):
 class KVCache:
     """Per layer, keys and values (B, NH, n_ctx, hs) for positions 0 .. length-1."""
 
-    def __init__(self, config, batch_size):
+    def __init__(self, config, batch_size, xp=np):
+        """Buffers for batch_size sequences, in the memory of array module xp (where the parameters are)."""
         hs = config.head_size // config.n_heads
         shape = (batch_size, config.n_heads, config.n_ctx, hs)
-        self.keys = [np.zeros(shape, config.dtype) for _ in range(config.n_layers)]    # L x (B, NH, n_ctx, hs)
-        self.values = [np.zeros(shape, config.dtype) for _ in range(config.n_layers)]  # L x (B, NH, n_ctx, hs)
+        self.keys = [xp.zeros(shape, config.dtype) for _ in range(config.n_layers)]    # L x (B, NH, n_ctx, hs)
+        self.values = [xp.zeros(shape, config.dtype) for _ in range(config.n_layers)]  # L x (B, NH, n_ctx, hs)
         self.length = 0
 
     def slot(self, layer):
@@ -61,7 +64,7 @@ class CachedStepper:
     def start(self, ids):
         """ids (B, T0) the prompts -> logits (B, V) for the token after them (one prefill pass)."""
         self.tokens = np.asarray(ids, dtype=np.int64).reshape(len(ids), -1)  # (B, T0)
-        self.cache = KVCache(self.gpt.config, self.tokens.shape[0])
+        self.cache = KVCache(self.gpt.config, self.tokens.shape[0], array_module(self.gpt.params["wte"]))
         return self._prefill()
 
     def push(self, new_ids):
@@ -79,7 +82,7 @@ class CachedStepper:
     def _forward(self, idx):
         from littlebaby.model import gpt_forward  # the model imports nothing from here; avoid a cycle
         logits, _ = gpt_forward(self.gpt.params, self.gpt.config, idx, kv_cache=self.cache)  # (B, T, V)
-        return logits[:, -1]                                        # (B, V)
+        return to_host(logits[:, -1])                               # (B, V) on the host, for sampling
 
 
 class UncachedStepper(CachedStepper):
@@ -90,4 +93,4 @@ class UncachedStepper(CachedStepper):
         return self._prefill()
 
     def _forward(self, idx):
-        return self.gpt.forward(idx)[:, -1]                         # (B, V)
+        return to_host(self.gpt.forward(idx)[:, -1])                # (B, V) on the host, for sampling

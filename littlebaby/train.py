@@ -51,6 +51,7 @@ class TrainConfig(configlib.TypedConfig):
     tokenizer: Literal["char", "bpe"] = "char"   # char: one token per character; bpe: byte-level BPE
     vocab_size: int | None = None        # bpe only: the vocabulary to learn (default 512)
     completion_tokens: int = 500         # tokens sampled into completion_G.txt after training
+    device: Literal["cpu", "cuda"] = "cpu"   # where the arrays live: cpu (NumPy) or cuda (CuPy on a GPU)
 
     def __post_init__(self):
         self.validate()
