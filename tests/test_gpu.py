@@ -10,7 +10,7 @@ from littlebaby.generate import sample_ids
 from littlebaby.model import GPT, Config
 from littlebaby.nn.backend import to_host
 from littlebaby.optim import AdamW
-from test_device import VARIANT_SHAPE, variant_id
+from test_device import VARIANT_SHAPE, check_model_on_device, variant_id
 from test_variants import COMBINATIONS
 
 
@@ -26,16 +26,7 @@ def cupy():
 @pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
 def test_gradients_on_the_gpu_match_numpy(cupy, variant):
     """float64: the GPU sums in another order, so agreement is to rounding (1e-10), not bit for bit."""
-    config = Config(**VARIANT_SHAPE, **variant, dropout=0.1, dtype="float64")
-    host, gpu = GPT(config, seed=3), GPT(config, seed=3).move_to(cupy)
-    rng = np.random.default_rng(0)
-    idx, targets = rng.integers(0, 11, (3, 8)), rng.integers(0, 11, (3, 8))
-    loss, grads = host.loss_and_grads(idx, targets)
-    gpu_loss, gpu_grads = gpu.loss_and_grads(idx, targets)
-    assert gpu_loss == pytest.approx(loss, rel=1e-10)
-    for name, g in grads.items():
-        assert isinstance(gpu_grads[name], cupy.ndarray), name
-        np.testing.assert_allclose(to_host(gpu_grads[name]), g, rtol=1e-10, atol=1e-13, err_msg=name)
+    check_model_on_device(cupy, cupy.ndarray, variant, rtol=1e-10, atol=1e-13)
 
 
 def test_float32_training_steps_on_the_gpu_track_numpy(cupy):
