@@ -108,7 +108,6 @@ class MPIRanks:
 
     def _check_running(self):
         if self.proc.poll() is not None:
-            self.log.flush()
             tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
             raise RuntimeError(f"the MPI ranks exited with status {self.proc.returncode}: " + " | ".join(tail))
 
