@@ -1,11 +1,17 @@
-"""Train-step speed of littlebaby against the PyTorch reference model, on identical shapes, in one process.
+"""Train-step speed of littlebaby against the PyTorch reference model, on identical shapes, in one run.
 
     python benchmarks/bench_train.py          # S, M (20 timed steps), L (5), generation, 100 MB corpus: ~7 min
     python benchmarks/bench_train.py --configs S --steps 5 --skip-generate --skip-corpus   # a quick look
 
-littlebaby runs in two ways: "1 worker", the plain ``GPT.loss_and_grads`` (NumPy's BLAS uses both cores for
-the matmuls, everything else runs on one), and "2 worker threads", the same model with the batch split over two
-threads (``benchmarks/bench_data_parallel.py``), BLAS limited to one thread per call while they run.
+littlebaby runs in three ways: "1 worker", the plain ``GPT.loss_and_grads`` (NumPy's BLAS uses both cores for
+the matmuls, everything else runs on one); "2 worker threads", the same model with the batch split over two
+threads (``benchmarks/bench_data_parallel.py``), BLAS limited to one thread per call while they run; and
+"2 MPI ranks", what ``baby train --workers 2`` runs: two processes of one BLAS thread each, each computing half
+of the batch, one Allreduce of the gradients, AdamW on both (``benchmarks/mpi_ranks.py``). The ranks are
+started once per config and told each step through a pipe; between steps they sleep on that pipe, never inside
+MPI, whose blocking calls spin, so they take no CPU from the others (the run prints the CPU they used parked).
+Its step time is the wall time from the command until every rank has finished its AdamW update (the pipe
+round trip in it costs about 0.1 ms).
 
 For each config the contestants take turns, one train step each (forward + backward + AdamW), so a burst of
 load on the shared machine lands on all of them; who goes first rotates. Each timed step starts after ``--gap``
@@ -16,8 +22,9 @@ that made PyTorch look up to 2x slower on M than it is alone; with the gap each 
 The table reports median step times, tokens/s, the ratio (>1: littlebaby is faster), our achieved GFLOP/s from
 ``littlebaby.model.flops_per_token`` and its fraction of the float32 matmul ceiling (the best of several large
 ``np.matmul`` runs in this process), and the peak RSS of each contestant's warm-up steps on their own (the
-kernel's high-water mark, reset before each). Then generation tokens/s (``littlebaby.generate.sample_ids``) and
-the peak RSS of preparing a generated 100 MB text file the way ``baby train`` does, in a fresh process.
+kernel's high-water mark, reset before each; for MPI the sum of the ranks' peaks). Then generation tokens/s
+(``littlebaby.generate.sample_ids``) and the peak RSS of preparing a generated 100 MB text file the way
+``baby train`` does, in a fresh process.
 
 The PyTorch side is ``tests/torch_reference.py`` (plain eager torch, default thread count, no compile), with
 its own AdamW (decay on matrices only, like ours) and ``torch.nn.functional.dropout`` for dropout, so that it
@@ -25,6 +32,7 @@ pays no NumPy mask cost. littlebaby uses its own seeded masks.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -44,6 +52,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from littlebaby.model import GPT, Config, flops_per_token  # noqa: E402
 from littlebaby.optim import AdamW  # noqa: E402
 from bench_data_parallel import BlasThreads, DataParallel  # noqa: E402
+from mpi_ranks import MPIRanks, mpi_available  # noqa: E402
+from peak_rss import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 # The issue's three shapes; vocabulary 65 (Tiny Shakespeare's characters).
 CONFIGS = {
@@ -53,37 +63,19 @@ CONFIGS = {
 }
 VOCAB = 65
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.99), 1e-8, 0.1
+ADAMW = dict(lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
 
 
 @dataclasses.dataclass
 class Result:
     name: str                 # config name
-    variant: str              # how littlebaby ran: one thread, or data parallel over worker threads
+    variant: str              # how littlebaby ran: one thread, data parallel over threads or over MPI ranks
     ours_s: float             # median seconds per train step
     torch_s: float
     tokens: int               # tokens per step, B * n_ctx
     flops_per_token: int
-    ours_rss_mb: float        # peak RSS while only this variant's steps ran
+    ours_rss_mb: float        # peak RSS while only this variant's steps ran; MPI ranks: the sum of their peaks
     torch_rss_mb: float
-
-
-# --- memory: the kernel's peak-RSS high-water mark, which Linux lets a process reset ----------------------------
-
-def reset_peak_rss():
-    """Writing 5 to clear_refs resets VmHWM (Linux >= 4.0); elsewhere the peak is simply never reset."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb():
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmHWM in /proc/self/status: peak RSS needs Linux")
 
 
 # --- the ceiling ---------------------------------------------------------------------------------------------
@@ -107,14 +99,14 @@ def matmul_ceiling_gflops(n=2048, repeats=7):
 def make_ours(cfg, workers):
     """A train step of littlebaby; with workers > 1 the batch is split over that many threads."""
     gpt = GPT(cfg, seed=0)
-    opt = AdamW(gpt.params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+    opt = AdamW(gpt.params, **ADAMW)
     loss_and_grads = gpt.loss_and_grads if workers == 1 else DataParallel(gpt, workers).loss_and_grads
 
     def step(idx, targets):
         _, grads = loss_and_grads(idx, targets)
         opt.step(gpt.params, grads)
 
-    return gpt, step
+    return step
 
 
 def make_torch(cfg, params):
@@ -151,41 +143,67 @@ def make_torch(cfg, params):
     return step
 
 
-def timed(step, idx, targets, gap):
+class InProcess:
+    """A contestant that runs in this process: ``step(b)`` trains on batches[b]; its peak RSS is this process's."""
+
+    def __init__(self, train_step, batches):
+        self.train_step, self.batches = train_step, batches
+
+    def step(self, b):
+        self.train_step(*self.batches[b])
+
+    def warm_up(self, steps):
+        """Run the warmup steps alone and return their peak RSS in MB."""
+        reset_peak_rss()
+        for i in range(steps):
+            self.step(i % len(self.batches))
+        return peak_rss_mb()
+
+
+def timed(contestant, b, gap):
     time.sleep(gap)  # let the other library's idle threads stop spinning first (see the module docstring)
     start = time.perf_counter()
-    step(idx, targets)
+    contestant.step(b)
     return time.perf_counter() - start
 
 
-def peak_rss_of(step, batches, warmup):
-    """Run the warmup steps alone and return their peak RSS in MB."""
-    reset_peak_rss()
-    for i in range(warmup):
-        step(*batches[i % len(batches)])
-    return peak_rss_mb()
+def variant_label(variant):
+    """"1" -> "1 worker", "2" -> "2 worker threads", "mpi2" -> "2 MPI ranks"."""
+    if variant.startswith("mpi"):
+        return "1 MPI rank" if variant == "mpi1" else f"{variant[3:]} MPI ranks"
+    return "1 worker" if variant == "1" else f"{variant} worker threads"
 
 
-def bench_config(name, steps, warmup, gap, worker_counts, seed=0):
-    """One Result per littlebaby variant; all variants and PyTorch take turns step by step."""
+def bench_config(name, steps, warmup, gap, variants, seed=0):
+    """(one Result per littlebaby variant, notes); all variants and PyTorch take turns step by step."""
     cfg = Config(vocab_size=VOCAB, lr=LR, dtype="float32", **CONFIGS[name])
     rng = np.random.default_rng(seed)
     shape = (cfg.batch_size, cfg.n_ctx)
     batches = [(rng.integers(0, VOCAB, shape), rng.integers(0, VOCAB, shape)) for _ in range(4)]
-    contestants = {}
-    for workers in worker_counts:
-        gpt, contestants[workers] = make_ours(cfg, workers)
-    contestants["torch"] = make_torch(cfg, gpt.params)
-    rss = {key: peak_rss_of(step, batches, warmup) for key, step in contestants.items()}
-    times = {key: [] for key in contestants}
-    order = list(contestants)
-    for i in range(steps):
-        for key in order[i % len(order):] + order[:i % len(order)]:  # rotate who goes first
-            times[key].append(timed(contestants[key], *batches[i % 4], gap))
+    with contextlib.ExitStack() as running:
+        contestants = {}
+        for variant in variants:
+            if variant.startswith("mpi"):   # K processes: see benchmarks/mpi_ranks.py
+                contestants[variant] = running.enter_context(MPIRanks(cfg, batches, int(variant[3:]), ADAMW))
+            else:
+                contestants[variant] = InProcess(make_ours(cfg, int(variant)), batches)
+        contestants["torch"] = InProcess(make_torch(cfg, GPT(cfg, seed=0).params), batches)
+        rss = {key: contestant.warm_up(warmup) for key, contestant in contestants.items()}
+        times = {key: [] for key in contestants}
+        order = list(contestants)
+        for i in range(steps):
+            for key in order[i % len(order):] + order[:i % len(order)]:  # rotate who goes first
+                times[key].append(timed(contestants[key], i % len(batches), gap))
+        notes = []
+        for key, contestant in contestants.items():
+            if isinstance(contestant, MPIRanks):   # the fairness check: parked ranks should take no CPU
+                cpu, wall = contestant.parked()
+                notes.append(f"{variant_label(key)}: {cpu * 1e3:.1f} ms of CPU in {wall:.1f} s parked "
+                             f"(summed over ranks)")
     torch_s = statistics.median(times["torch"])
-    return [Result(name, "1 worker" if w == 1 else f"{w} worker threads", statistics.median(times[w]),
-                   torch_s, cfg.batch_size * cfg.n_ctx, flops_per_token(cfg), rss[w], rss["torch"])
-            for w in worker_counts]
+    results = [Result(name, variant_label(v), statistics.median(times[v]), torch_s, cfg.batch_size * cfg.n_ctx,
+                      flops_per_token(cfg), rss[v], rss["torch"]) for v in variants]
+    return results, notes
 
 
 # --- generation and corpus preparation, when the package offers them ----------------------------------------
@@ -276,9 +294,9 @@ def parse_args(argv=None):
     parser.add_argument("--l-steps", type=int, default=5, help="timed steps for L, ~10 s each (default 5)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed steps per model first, at most 2 for L (default 3)")
-    parser.add_argument("--workers", default="1,2",
+    parser.add_argument("--workers", default="1,2,mpi2",
                         help="comma-separated littlebaby variants: 1 = one thread, n = data parallel over n "
-                             "threads (default 1,2)")
+                             "threads, mpiK = over K MPI ranks of one BLAS thread each (default 1,2,mpi2)")
     parser.add_argument("--gap", type=float, default=0.3,
                         help="seconds of idle before each timed step, so neither library's spinning threads "
                              "steal the other's cores (default 0.3)")
@@ -294,12 +312,10 @@ def parse_args(argv=None):
     if min(args.steps, args.l_steps, args.warmup) < 1:
         parser.error("--steps, --l-steps and --warmup must be at least 1")
     args.names = names
-    try:
-        args.worker_counts = [int(w) for w in args.workers.split(",")]
-    except ValueError:
-        parser.error(f"--workers takes comma-separated integers, got {args.workers!r}")
-    if not args.worker_counts or min(args.worker_counts) < 1:
-        parser.error("--workers must list positive integers")
+    args.variants = [w.strip().lower() for w in args.workers.split(",") if w.strip()]
+    counts = [v[3:] if v.startswith("mpi") else v for v in args.variants]
+    if not args.variants or not all(c.isdigit() and int(c) >= 1 for c in counts):
+        parser.error(f"--workers takes positive integers (threads) or mpiK (K MPI ranks), got {args.workers!r}")
     return args
 
 
@@ -310,17 +326,23 @@ def main(argv=None):
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     # the ceiling is re-measured before each config and the best kept: a busy moment can only lower it
     ceiling = matmul_ceiling_gflops()
+    if not mpi_available() and any(v.startswith("mpi") for v in args.variants):
+        print("skipping the MPI variants: they need mpi4py and mpiexec (pip install -e \".[mpi]\")")
+        args.variants = [v for v in args.variants if not v.startswith("mpi")]
     results = []
     for name in args.names:
         ceiling = max(ceiling, matmul_ceiling_gflops())
         steps, warmup = (args.l_steps, min(args.warmup, 2)) if name == "L" else (args.steps, args.warmup)
-        results += bench_config(name, steps, warmup, args.gap, args.worker_counts)
-        print(f"  {name}: done ({steps} timed steps each)", flush=True)
+        config_results, notes = bench_config(name, steps, warmup, args.gap, args.variants)
+        results += config_results
+        print(f"  {name}: done ({steps} timed steps each)" + "".join(f"; {note}" for note in notes), flush=True)
     ceiling = max(ceiling, matmul_ceiling_gflops())
     print(f"float32 matmul ceiling (2048^3 np.matmul, best of 7, at the start, before each config and at "
           f"the end): {ceiling:.1f} GFLOP/s")
     print()
     print(format_table(results, ceiling))
+    if any(v.startswith("mpi") for v in args.variants):
+        print("(MPI ranks' peak RSS: the sum of the ranks' own peaks; mpiexec and its proxy not counted)")
     print()
     if not args.skip_generate:
         print(f"generation, {args.gen_tokens} tokens: {bench_generate(args.gen_tokens)}")

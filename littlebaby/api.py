@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from littlebaby import checkpoint, corpus, parallel
+from littlebaby import checkpoint, corpus, device, parallel
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.generate import sample_texts
@@ -98,11 +98,14 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
     the run named by ``resume``. ``config`` is a JSON file or dict of options; keyword options override it.
     ``on_step(step)`` is called after every optimizer step."""
     if resume is not None:
+        resume_device = options.pop("device", None)   # the one setting a resume may change: the machine moved
         if data is not None or config is not None or any(v is not None for v in options.values()):
-            raise BabyError("--resume continues a run with its own settings; drop the other options")
-        return resume_run(resume, out, quiet, on_step)
+            raise BabyError("--resume continues a run with its own settings (only --device may change); "
+                            "drop the other options")
+        return resume_run(resume, out, quiet, on_step, resume_device)
     model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
     tc = TrainConfig.from_dict(train_opts)
+    device.array_module_for(tc.device)   # a missing CuPy or GPU is said before any work
     Config.from_dict({**DEFAULT_MODEL, **model_opts})  # check the options before reading any data
     source, text_path = data_source(data)
     tokenizer = train_tokenizer(tc.tokenizer, read_text(text_path), tc.vocab_size)
@@ -125,6 +128,7 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
         if key in train_opts:
             raise BabyError(f"finetune keeps the parent's tokenizer; drop {key}")
     tc = TrainConfig.from_dict({**train_opts, "tokenizer": parent.record.tokenizer["kind"]})
+    device.array_module_for(tc.device)
     source, text_path = data_source(data)
     tokenizer = parent.tokenizer
     if tokenizer.kind == "char":
@@ -149,6 +153,7 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
     n_tokens = data.tokens.size
     cfg = gpt.config
     data.check_fits(cfg.n_ctx)
+    gpt.move_to(device.array_module_for(tc.device))
     seconds_per_step = time_steps(gpt, data, cfg.batch_size, cfg.n_ctx) if tc.max_time is not None else None
     seconds_per_step = world.broadcast(seconds_per_step)   # one plan for all ranks
     plan = make_plan(tc, cfg.lr, data.n_train, cfg.batch_size, cfg.n_ctx, seconds_per_step)
@@ -172,12 +177,15 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
     return Run(guid, paths, record, gpt, tokenizer)
 
 
-def resume_run(run, out=".", quiet=False, on_step=None) -> Run:
-    """Continue a stopped run from its checkpoint: weights, AdamW state, step, both RNG states, history."""
+def resume_run(run, out=".", quiet=False, on_step=None, device_name=None) -> Run:
+    """Continue a stopped run from its checkpoint: weights, AdamW state, step, both RNG states, history.
+    ``device_name`` ("cpu" or "cuda") overrides the device the run was started on."""
     guid = resolve_run(run, out)
     paths = RunPaths(pathlib.Path(out), guid)
     record = load_record(out, guid)
     tc = TrainConfig.from_dict(record.training)
+    if device_name is not None:
+        tc = dataclasses.replace(tc, device=device_name)
     plan = Plan.from_dict(record.plan)
     if not paths.checkpoint.exists():
         raise BabyError(f"run {guid} has no checkpoint ({paths.checkpoint}); it cannot be resumed")
@@ -188,6 +196,7 @@ def resume_run(run, out=".", quiet=False, on_step=None) -> Run:
     cfg = Config.from_dict(record.model, f"model config of {guid}")
     gpt = GPT.from_params(cfg, {k: np.array(v) for k, v in saved["params"].items()}, seed=tc.seed)
     gpt.rng.bit_generator.state = saved["dropout_rng"]
+    gpt.move_to(device.array_module_for(tc.device))
     optimizer = AdamW(gpt.params, lr=cfg.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
     optimizer.load_state_dict(saved["optimizer"])
     tokenizer = load_tokenizer(paths.tokenizer)
@@ -205,11 +214,14 @@ def resume_run(run, out=".", quiet=False, on_step=None) -> Run:
 
 
 def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=None, seed=None, cache=True,
-             out=".", stream=None, num_samples=1) -> Generation:
+             out=".", stream=None, num_samples=1, device_name="cpu") -> Generation:
     """Sample from a run; write outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of the settings.
     ``stream`` (e.g. sys.stdout) receives the first sample as it is produced. With num_samples > 1 the samples
-    are generated as one batch; ``Generation.texts`` holds them all and the file separates them."""
+    are generated as one batch; ``Generation.texts`` holds them all and the file separates them.
+    ``device_name``: "cpu" or "cuda", where the model runs (sampling itself is on the host)."""
+    xp = device.array_module_for(device_name)
     loaded = load_run(run, out)
+    loaded.gpt.move_to(xp)
     start = time.perf_counter()
     texts = sample_texts(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
                          np.random.default_rng(seed), cache, num_samples, stream)
@@ -225,7 +237,7 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
         f"=== sample {i + 1} of {num_samples} ===\n{text}\n" for i, text in enumerate(texts)))
     atomic_write_json(json_path, {"run": loaded.guid, "prompt": prompt, "max_tokens": max_tokens,
                                   "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
-                                  "cache": cache, "num_samples": num_samples, "seconds": seconds,
+                                  "cache": cache, "num_samples": num_samples, "device": device_name, "seconds": seconds,
                                   "tokens_per_s": tokens_per_s, "created": utc_now()})
     return Generation(texts[0], text_path, tokens_per_s, texts)
 

@@ -15,12 +15,13 @@ import safetensors
 import safetensors.numpy
 
 from littlebaby.errors import BabyError
+from littlebaby.nn.backend import to_host
 from littlebaby.runs import atomic_write_bytes
 
 
 def save_arrays(path, arrays: dict, metadata: dict) -> None:
     """Write ``arrays`` (name -> ndarray) and ``metadata`` (name -> any JSON value) to one safetensors file."""
-    tensors = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    tensors = {name: np.ascontiguousarray(to_host(a)) for name, a in arrays.items()}  # from the GPU, if there
     meta = {key: json.dumps(value) for key, value in metadata.items()}   # safetensors metadata is str -> str
     atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata=meta))
 

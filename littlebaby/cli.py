@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from littlebaby import api, parallel, report
+from littlebaby.device import DEVICES
 from littlebaby.errors import BabyError
 from littlebaby.train import DEFAULT_STEPS
 
@@ -72,6 +73,9 @@ def add_training_options(p, finetune=False):
     t.add_argument("--weight-decay", type=float, metavar="F", help="AdamW weight decay (default 0.1)")
     t.add_argument("--grad-clip", type=float, metavar="F", help="global gradient-norm clip (default 1.0)")
     t.add_argument("--seed", type=int, metavar="N", help="seed of init, dropout, batches (default 0)")
+    t.add_argument("--device", choices=DEVICES, help="cpu (NumPy, default) or cuda (CuPy on an NVIDIA GPU; "
+                   "needs the cuda extra)" + ("; with --resume, the one setting that may change" if not finetune
+                                              else ""))
     if not finetune:
         t.add_argument("--tokenizer", choices=("char", "bpe"), help="char (default) or byte-level bpe")
         t.add_argument("--vocab-size", type=int, metavar="N", help="bpe vocabulary size (default 512)")
@@ -83,7 +87,7 @@ TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout
                   "c_sequence", "c_attention", "c_network", "n_experts", "moe_top_k", "moe_expansion",
                   "moe_aux_weight", "weight_tying", "epochs",
                   "steps", "max_time", "eval_every", "eval_batches", "warmup_steps", "min_lr", "weight_decay",
-                  "grad_clip", "seed", "tokenizer", "vocab_size")
+                  "grad_clip", "seed", "tokenizer", "vocab_size", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, metavar="N", help="seed for reproducible samples")
     generate.add_argument("--num-samples", type=int, default=1, metavar="N",
                           help="N continuations generated as one batch (1)")
+    generate.add_argument("--device", choices=DEVICES, default="cpu",
+                          help="cpu (default) or cuda: where the model runs")
     generate.add_argument("--no-cache", action="store_true",
                           help="recompute the context at each step instead of using the KV cache (same text)")
     generate.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
             result = api.generate(args.run, prompt=prompt, max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                   seed=args.seed, cache=not args.no_cache, out=args.out, stream=sys.stdout,
-                                  num_samples=args.num_samples)
+                                  num_samples=args.num_samples, device_name=args.device)
             print(file=sys.stdout)
             for i, text in enumerate(result.texts[1:], start=2):
                 print(f"\n=== sample {i} of {args.num_samples} ===\n{text}", file=sys.stdout)

@@ -22,7 +22,8 @@ caches, and constant factors folded into the weights once per generation (``deco
 and of experts go through their general layers on a (B, 1, C) view. A prefill runs the general layers over all
 but the window's last token, skipping the outputs no later step reads (``fill_cache``), then decodes the last
 one. ``gpt_forward`` with a ``kv_cache`` is the plain twin of both; tests/test_kvcache.py checks them against it
-for every variant, and the cached steppers against the uncached one.
+for every variant, and the cached steppers against the uncached one. The fast path is for NumPy, whose cost per
+call it saves; with the parameters on a GPU the stepper runs the general forward.
 """
 
 import math
@@ -38,6 +39,7 @@ from littlebaby.nn import (
     token_embedding_forward,
 )
 from littlebaby.nn.attention import row_max
+from littlebaby.nn.backend import array_module, to_host
 from littlebaby.nn.gelu import COEFF, SQRT_2_OVER_PI
 from littlebaby.nn.layernorm import EPS
 from littlebaby.nn.moe import moe_forward
@@ -62,10 +64,11 @@ class KVCache:
     A layer's keys and values are the two halves of one buffer (B, 2, NH, n_ctx, hs), so that a decode step
     writes both with one assignment."""
 
-    def __init__(self, config, batch_size):
+    def __init__(self, config, batch_size, xp=np):
+        """Buffers for batch_size sequences, in the memory of array module xp (where the parameters are)."""
         hs = config.head_size // config.n_heads
         shape = (batch_size, 2, config.n_heads, config.n_ctx, hs)
-        self.buffers = [np.zeros(shape, config.dtype) for _ in range(config.n_layers)]  # L x (B, 2, NH, n_ctx, hs)
+        self.buffers = [xp.zeros(shape, config.dtype) for _ in range(config.n_layers)]  # L x (B, 2, NH, n_ctx, hs)
         self.keys = [buffer[:, 0] for buffer in self.buffers]      # L x (B, NH, n_ctx, hs) views
         self.values = [buffer[:, 1] for buffer in self.buffers]    # L x (B, NH, n_ctx, hs) views
         self.length = 0
@@ -91,7 +94,7 @@ class CachedStepper:
     def start(self, ids):
         """ids (B, T0) the prompts -> logits (B, V) for the token after them (one prefill pass)."""
         self.tokens = np.asarray(ids, dtype=np.int64).reshape(len(ids), -1)  # (B, T0)
-        self.cache = KVCache(self.gpt.config, self.tokens.shape[0])
+        self.cache = KVCache(self.gpt.config, self.tokens.shape[0], array_module(self.gpt.params["wte"]))
         self.weights = None
         return self._prefill()
 
@@ -100,7 +103,7 @@ class CachedStepper:
         self.tokens = np.concatenate([self.tokens, np.asarray(new_ids, np.int64).reshape(-1, 1)], axis=1)  # (B, n)
         if window_start(self.tokens.shape[1], self.gpt.config.n_ctx) != self.window:
             return self._prefill()  # the window jumped: recompute the cache for its tokens
-        return decode_step(self.weights, self.gpt.config, self.tokens[:, -1], self.cache)  # (B, V)
+        return self._forward(self.tokens[:, -1:])
 
     def _prefill(self):
         self.window = window_start(self.tokens.shape[1], self.gpt.config.n_ctx)
@@ -108,13 +111,20 @@ class CachedStepper:
         return self._forward(self.tokens[:, self.window:])
 
     def _forward(self, idx):
-        """idx (B, T) the window -> logits (B, V) after its last token. Only the last token's logits are wanted, so
-        the others only fill the cache (``fill_cache`` skips the outputs no later step reads) and the last one
-        takes a decode step."""
+        """idx (B, T) new tokens -> logits (B, V) after the last of them.
+
+        On NumPy, the fast path: only the last token's logits are wanted, so the others only fill the cache
+        (``fill_cache`` skips the outputs no later step reads) and the last one takes a ``decode_step``. What it
+        saves is NumPy's cost per call; on a GPU the general forward runs."""
+        from littlebaby.model import gpt_forward  # the model imports nothing from here; avoid a cycle
+        params, config = self.gpt.params, self.gpt.config
+        if array_module(params["wte"]) is not np:
+            logits, _ = gpt_forward(params, config, idx, kv_cache=self.cache)  # (B, T, V)
+            return to_host(logits[:, -1])                           # (B, V) on the host, for sampling
         if self.weights is None:  # the parameters are read once per generation: they must not change during it
-            self.weights = decode_weights(self.gpt.params, self.gpt.config)
-        fill_cache(self.gpt.params, self.gpt.config, idx[:, :-1], self.cache)
-        return decode_step(self.weights, self.gpt.config, idx[:, -1], self.cache)  # (B, V)
+            self.weights = decode_weights(params, config)
+        fill_cache(params, config, idx[:, :-1], self.cache)
+        return decode_step(self.weights, config, idx[:, -1], self.cache)  # (B, V)
 
 
 class UncachedStepper(CachedStepper):
@@ -125,7 +135,7 @@ class UncachedStepper(CachedStepper):
         return self._prefill()
 
     def _forward(self, idx):
-        return self.gpt.forward(idx)[:, -1]                         # (B, V)
+        return to_host(self.gpt.forward(idx)[:, -1])                # (B, V) on the host, for sampling
 
 
 def fill_cache(params, config, idx, kv_cache):

@@ -42,6 +42,7 @@ from littlebaby.nn import (
     token_embedding_backward,
     token_embedding_forward,
 )
+from littlebaby.nn.backend import array_module
 from littlebaby.nn.block import MIXER_PARAMS, NETWORK_PARAMS
 
 
@@ -161,6 +162,7 @@ def gpt_forward(params, config, idx, rng=None, kv_cache=None):
     With a ``kv_cache`` (generation, see littlebaby.kvcache) idx holds only the new tokens: they take positions
     kv_cache.length .. and attend to everything cached before them.
     """
+    idx = array_module(params["wte"]).asarray(idx)                  # (B, T) on the parameters' device
     B, T = idx.shape
     start = 0 if kv_cache is None else kv_cache.length
     tok, tok_cache = token_embedding_forward(idx, params["wte"])    # (B, T, C)
@@ -218,6 +220,13 @@ class GPT:
         """Wrap existing arrays (a loaded checkpoint) after checking their names, shapes and dtypes."""
         return cls(config, seed=seed, params=dict(params))
 
+    def move_to(self, xp):
+        """Put the parameters in the memory of array module ``xp`` (NumPy: the CPU; CuPy: the current GPU) and
+        return self. Layers follow their inputs (see ``littlebaby.nn.backend``), so nothing else changes; make
+        the optimizer after the move, since its moments are made like the parameters."""
+        self.params = {name: xp.asarray(p) for name, p in self.params.items()}
+        return self
+
     def _check_idx(self, idx, name="idx"):
         idx = np.asarray(idx)
         if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
@@ -264,11 +273,15 @@ class GPT:
         if new_vocab_size < old:
             raise BabyError(f"cannot shrink the vocabulary from {old} to {new_vocab_size}")
         extra, C, dtype = new_vocab_size - old, self.config.n_emb, self.params["wte"].dtype
-        self.params["wte"] = np.concatenate([self.params["wte"], (rng.standard_normal((extra, C)) * 0.02).astype(dtype)])
+        xp = array_module(self.params["wte"])
+
+        def new_rows(shape):  # N(0, 0.02) drawn on the host, then put where the parameters are
+            return xp.asarray((rng.standard_normal(shape) * 0.02).astype(dtype))
+
+        self.params["wte"] = xp.concatenate([self.params["wte"], new_rows((extra, C))])
         if not self.config.weight_tying:
-            self.params["lm_head.w"] = np.concatenate(
-                [self.params["lm_head.w"], (rng.standard_normal((C, extra)) * 0.02).astype(dtype)], axis=1)
-        self.params["lm_head.b"] = np.concatenate([self.params["lm_head.b"], np.zeros(extra, dtype)])
+            self.params["lm_head.w"] = xp.concatenate([self.params["lm_head.w"], new_rows((C, extra))], axis=1)
+        self.params["lm_head.b"] = xp.concatenate([self.params["lm_head.b"], xp.zeros(extra, dtype)])
         self.config = dataclasses.replace(self.config, vocab_size=new_vocab_size)
 
 
@@ -280,7 +293,7 @@ def check_params(params, config):
         raise BabyError(f"parameters do not match the config: missing {missing[:3]}, unknown {unknown[:3]}")
     for name, shape in expected.items():
         array = params[name]
-        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != np.dtype(config.dtype):
+        if getattr(array, "shape", None) != shape or getattr(array, "dtype", None) != np.dtype(config.dtype):
             raise BabyError(f"parameter {name!r} should be {config.dtype} {shape}, got "
                             f"{getattr(array, 'dtype', type(array).__name__)} {getattr(array, 'shape', '')}")
 

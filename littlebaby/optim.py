@@ -5,7 +5,7 @@ The optimizer's state (first and second moments) lives here, keyed like the para
 
 import math
 
-import numpy as np
+from littlebaby.nn.backend import array_module
 
 
 class AdamW:
@@ -16,8 +16,9 @@ class AdamW:
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1):
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.step_count = 0
-        self.m = {name: np.zeros_like(p) for name, p in params.items()}  # first moment, like each param
-        self.v = {name: np.zeros_like(p) for name, p in params.items()}  # second moment, like each param
+        xp = array_module(*params.values())                 # the moments live where the parameters do
+        self.m = {name: xp.zeros_like(p) for name, p in params.items()}  # first moment, like each param
+        self.v = {name: xp.zeros_like(p) for name, p in params.items()}  # second moment, like each param
         self._buffers = {}
 
     def step(self, params, grads, lr=None):
@@ -31,21 +32,22 @@ class AdamW:
         # sqrt(v_hat) + eps = (sqrt(v) + eps * sqrt(bias2)) / sqrt(bias2): fold sqrt(bias2) into the step size
         root_bias2 = math.sqrt(bias2)
         eps, step_size = self.eps * root_bias2, step_size * root_bias2
+        xp = array_module(*params.values())
         for name, p in params.items():
             g, m, v = grads[name], self.m[name], self.v[name]
             scratch = self._scratch(name, p)                # one reused buffer instead of six temporaries
             if p.ndim >= 2 and self.weight_decay:
                 p *= 1.0 - lr * self.weight_decay
             m *= beta1                                      # m = beta1 m + (1 - beta1) g
-            np.multiply(g, 1.0 - beta1, out=scratch)
+            xp.multiply(g, 1.0 - beta1, out=scratch)
             m += scratch
             v *= beta2                                      # v = beta2 v + (1 - beta2) g^2
-            np.multiply(g, g, out=scratch)
+            xp.multiply(g, g, out=scratch)
             scratch *= 1.0 - beta2
             v += scratch
-            np.sqrt(v, out=scratch)                         # p -= lr m_hat / (sqrt(v_hat) + eps)
+            xp.sqrt(v, out=scratch)                         # p -= lr m_hat / (sqrt(v_hat) + eps)
             scratch += eps
-            np.divide(m, scratch, out=scratch)
+            xp.divide(m, scratch, out=scratch)
             scratch *= step_size
             p -= scratch
 
@@ -53,7 +55,7 @@ class AdamW:
         """A buffer shaped like p, kept between steps (not part of the state: its contents are never read)."""
         buffer = self._buffers.get(name)
         if buffer is None or buffer.shape != p.shape or buffer.dtype != p.dtype:
-            buffer = self._buffers[name] = np.empty_like(p)
+            buffer = self._buffers[name] = array_module(p).empty_like(p)
         return buffer
 
     def state_dict(self):
@@ -61,9 +63,10 @@ class AdamW:
 
     def load_state_dict(self, state):
         self.step_count = int(state["step"])
+        xp = array_module(*self.m.values())                 # a saved state is on the host: copy it over
         for name in self.m:
-            self.m[name][...] = state["m"][name]
-            self.v[name][...] = state["v"][name]
+            self.m[name][...] = xp.asarray(state["m"][name])
+            self.v[name][...] = xp.asarray(state["v"][name])
 
     def grow_vocab(self, params):
         """After the model grew its vocabulary: pad the moments of resized arrays with zeros."""
@@ -71,7 +74,7 @@ class AdamW:
             for moments in (self.m, self.v):
                 old = moments[name]
                 if old.shape != p.shape:
-                    grown = np.zeros_like(p)
+                    grown = array_module(p).zeros_like(p)
                     grown[tuple(slice(0, n) for n in old.shape)] = old
                     moments[name] = grown
 
@@ -97,7 +100,7 @@ def clip_grad_norm(grads, max_norm):
 
     As ``torch.nn.utils.clip_grad_norm_``: the scale is max_norm / (norm + 1e-6), applied only when below 1.
     """
-    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    total = math.sqrt(sum(float(array_module(g).vdot(g, g)) for g in grads.values()))
     scale = max_norm / (total + 1e-6)
     if scale < 1.0:
         for g in grads.values():

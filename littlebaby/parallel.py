@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from littlebaby.errors import BabyError
+from littlebaby.nn.backend import array_module, to_host
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 
@@ -66,13 +67,13 @@ class MPIWorld(SingleProcess):
         sizes = [g.size for g in grads.values()]
         if self.buffer is None:
             self.buffer = np.empty(sum(sizes) + 1, dtype=np.float64)  # float64: the sum is exact enough for K ranks
-        np.concatenate([g.reshape(-1) for g in grads.values()], out=self.buffer[:-1])
+        np.concatenate([to_host(g).reshape(-1) for g in grads.values()], out=self.buffer[:-1])  # GPU: via the host
         self.buffer[:-1] *= weight
         self.buffer[-1] = loss * weight
         self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
-        offset = 0
+        offset, xp = 0, array_module(*grads.values())
         for g, size in zip(grads.values(), sizes):
-            g.reshape(-1)[...] = self.buffer[offset:offset + size]
+            g.reshape(-1)[...] = xp.asarray(self.buffer[offset:offset + size])
             offset += size
         return float(self.buffer[-1]), grads
 

@@ -8,12 +8,14 @@ import platform
 
 import numpy as np
 
-from littlebaby import parallel
+from littlebaby import device, parallel
+from littlebaby.nn.backend import array_module
 from littlebaby.runs import RunPaths, atomic_write_bytes, atomic_write_json, load_record, read_json, run_ids
 
 
-def environment() -> dict:
-    """What the speed figures depend on: NumPy and its BLAS, threads, CPU, Python."""
+def environment(xp=np) -> dict:
+    """What the speed figures depend on: NumPy and its BLAS, threads, CPU, Python, the device (array module
+    xp's)."""
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = {k: blas.get(k) for k in ("name", "version", "openblas configuration") if blas.get(k)}
@@ -26,6 +28,7 @@ def environment() -> dict:
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
                        if k in os.environ},
         "mpi_ranks": parallel.world().size,   # 1 unless trained under mpiexec / --workers
+        "device": device.describe(xp),
     }
 
 
@@ -63,7 +66,7 @@ def build_report(state, status) -> dict:
         "total_time_s": hist["train_seconds"], "num_params": state.gpt.num_params(),
         "flops_per_token": state.gpt.flops_per_token(),
         "achieved_gflops": state.gpt.flops_per_token() * tokens_per_s / 1e9,
-        "environment": environment(),
+        "environment": environment(array_module(state.gpt.params["wte"])),
     }
 
 

@@ -51,6 +51,7 @@ class TrainConfig(configlib.TypedConfig):
     tokenizer: Literal["char", "bpe"] = "char"   # char: one token per character; bpe: byte-level BPE
     vocab_size: int | None = None        # bpe only: the vocabulary to learn (default 512)
     completion_tokens: int = 500         # tokens sampled into completion_G.txt after training
+    device: Literal["cpu", "cuda"] = "cpu"   # where the arrays live: cpu (NumPy) or cuda (CuPy on a GPU)
 
     def __post_init__(self):
         self.validate()
@@ -125,15 +126,17 @@ def new_history() -> dict:
 class StopRequest:
     """Set by SIGINT / SIGTERM: the loop finishes its step and saves. A second Ctrl-C aborts at once."""
 
-    def __init__(self):
+    def __init__(self, announce=True):
         self.reason = None
+        self.announce = announce   # under MPI every rank gets the signal; only rank 0 says so
         self._previous = {}
 
     def _handle(self, signum, frame):
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = "interrupted"
-        print("\nstopping after this step and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
+        if self.announce:
+            print("\nstopping after this step and saving (Ctrl-C again to abort without saving)", file=sys.stderr)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -210,7 +213,7 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
     check_history(hist, state.paths.checkpoint)
     if world.is_root:
         remove_stale_temps(state.paths.out, state.paths.guid)    # what a killed earlier session left half-written
-    with StopRequest() as stop:   # from here to the last artifact, a signal only asks the loop to stop
+    with StopRequest(announce=world.is_root) as stop:   # from here to the last artifact, a signal only asks the loop to stop
         if not hist["evals"]:
             eval_now()
             save(state)   # step 0 on disk at once: the run is resumable from its first second

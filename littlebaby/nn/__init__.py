@@ -11,7 +11,8 @@ Dimensions, used in every shape comment of the package:
 Conventions: a forward returns ``(out, cache)``; its backward takes ``(dout, cache)`` and returns the gradient of
 its input first, then one gradient per parameter, named ``d`` + the parameter's name. The cache holds the minimum
 the backward needs, and each forward says why it keeps what it keeps. Weights are stored ``(in, out)`` so a
-linear layer is ``x @ w + b`` with no transposes.
+linear layer is ``x @ w + b`` with no transposes. A layer calls ``xp = array_module(x)`` for NumPy or CuPy,
+whichever holds its input (``backend.py``), so the same code runs on the CPU and on a GPU.
 """
 
 from littlebaby.nn.attention import attention_backward, attention_forward

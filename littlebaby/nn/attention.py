@@ -9,6 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from littlebaby.nn.backend import array_module
 from littlebaby.nn.dropout import dropout_mask
 from littlebaby.nn.linear import linear_backward, linear_forward
 
@@ -24,15 +25,16 @@ def causal_mask(T, S=None):
 
 
 @lru_cache(maxsize=64)
-def causal_bias(T, S=None, dtype=np.float32):
+def causal_bias(T, S=None, dtype=np.float32, xp=np):
     """(T, S) of 0 where a query may look and -inf where it may not: ``causal_mask`` as a term to add.
 
     ``scores += causal_bias(...)`` gives bitwise the scores that ``scores[..., causal_mask] = -inf`` gives (x + 0
     is x, x - inf is -inf), but as one broadcast add instead of a boolean fancy-index write: about 25x faster.
+    Built on the host; ``xp`` names the array module that should hold it (one cached copy per module).
     """
     bias = np.where(causal_mask(T, S), -np.inf, 0.0).astype(dtype)  # (T, S)
     bias.flags.writeable = False
-    return bias
+    return bias if xp is np else xp.asarray(bias)
 
 
 def attention_forward(x, w_qkv, b_qkv, w_proj, b_proj, n_heads, dropout=0.0, rng=None, kv=None):
@@ -63,6 +65,7 @@ def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
     (B, NH, n_ctx, hs) holding the keys and values of positions 0 .. start-1; the new tokens' keys and values
     are written at start .. start+T-1 and the queries attend over all S = start + T positions.
     """
+    xp = array_module(x)
     B, T, C = x.shape
     hs = w_qkv.shape[1] // 3 // n_heads
     qkv, qkv_cache = linear_forward(x, w_qkv, b_qkv)                # (B, T, 3H)
@@ -76,11 +79,11 @@ def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
     S = k.shape[2]
     att = q @ k.transpose(0, 1, 3, 2)                               # (B, NH, T, S)
     att *= 1.0 / math.sqrt(hs)
-    att += causal_bias(T, S, att.dtype)                             # -inf where the query may not look
+    att += causal_bias(T, S, att.dtype, xp)                             # -inf where the query may not look
     softmax_rows_inplace(att)                                       # (B, NH, T, S) rows sum to 1
     if dropout > 0.0 and rng is not None:
         # att_drop = att * keep / (1 - p); the scale is applied to the smaller y instead of the (T, S) weights
-        keep = dropout_mask(att.shape, dropout, rng)                # (B, NH, T, S) bool
+        keep = xp.asarray(dropout_mask(att.shape, dropout, rng))    # (B, NH, T, S) bool, drawn on the host
         y = (att * keep) @ v                                        # (B, NH, T, hs)
         y *= 1.0 / (1.0 - dropout)
         drop_cache = (keep, dropout)
@@ -96,6 +99,7 @@ def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
 def heads_backward(dy, cache):
     """dy (B, T, NH, hs) or (B, T, H) -> dx (B, T, C), dw_qkv (C, 3H), db_qkv (3H,)."""
     qkv_cache, q, k, v, att, drop_cache = cache
+    xp = array_module(dy)
     B, NH, T, hs = q.shape
     dy = dy.reshape(B, T, NH, hs).transpose(0, 2, 1, 3)             # (B, NH, T, hs)
     # y = att_drop @ v, with att_drop = att * keep / (1 - p) under dropout
@@ -110,10 +114,10 @@ def heads_backward(dy, cache):
         datt *= keep
         scale /= 1.0 - p  # folded with 1/sqrt(hs) below: the softmax backward is linear in datt
     # softmax: d(pre) = att * (datt - sum_j datt_j att_j); masked entries have att = 0, so they get 0
-    datt -= np.einsum("...j,...j->...", datt, att)[..., None]       # (B, NH, T, T) row dot products
+    datt -= xp.einsum("...j,...j->...", datt, att)[..., None]       # (B, NH, T, T) row dot products
     datt *= att
     datt *= scale                                                   # (B, NH, T, T) gradient of q @ k^T
-    dqkv = np.empty((B, T, 3, NH, hs), dtype=dy.dtype)              # (B, T, 3, NH, hs)
+    dqkv = xp.empty((B, T, 3, NH, hs), dtype=dy.dtype)              # (B, T, 3, NH, hs)
     dqkv[:, :, 0] = (datt @ k).transpose(0, 2, 1, 3)                # dq (B, T, NH, hs)
     dqkv[:, :, 1] = (datt.transpose(0, 1, 3, 2) @ q).transpose(0, 2, 1, 3)  # dk
     dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)                        # dv
@@ -127,11 +131,11 @@ def softmax_rows_inplace(att):
     The row maxima come from ``row_max``; the row sums use einsum, which adds a contiguous row several times
     faster than ``att.sum(axis=-1)``, and the division becomes a multiplication by the (..., 1) reciprocals.
     """
+    xp = array_module(att)
     att -= row_max(att)                                             # (..., S) for a stable exp
-    np.exp(att, out=att)
-    att *= 1.0 / np.einsum("...j->...", att)[..., None]             # (..., S) rows sum to 1
+    xp.exp(att, out=att)
+    att *= 1.0 / xp.einsum("...j->...", att)[..., None]             # (..., S) rows sum to 1
     return att
-
 
 
 def row_max(x):
@@ -140,6 +144,8 @@ def row_max(x):
     NumPy's max along the last axis pays a fixed cost per row; ``maximum.reduceat`` at every row's first index
     of the flat array reduces all the rows in one pass.
     """
+    if array_module(x) is not np:  # one reduction kernel on a GPU; the per-row cost is NumPy's
+        return x.max(axis=-1, keepdims=True)                        # (..., 1)
     flat = x.reshape(-1)                                            # (N * S,) a view when x is contiguous
     return np.maximum.reduceat(flat, _row_starts(flat.size, x.shape[-1])).reshape(*x.shape[:-1], 1)  # (..., 1)
 

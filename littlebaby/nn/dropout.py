@@ -9,12 +9,15 @@ import sys
 
 import numpy as np
 
+from littlebaby.nn.backend import array_module
+
 
 def dropout_mask_simple(shape, p, rng):
     """(shape) bool, True for the values that survive: ``rng.random(shape, dtype=float32) >= p``.
 
     The mask is drawn in float32 whatever the model's dtype, so a float32 and a float64 model (and the PyTorch
-    reference in the tests) see the same masks from the same seed. ``p`` is a Python float.
+    reference in the tests) see the same masks from the same seed. ``p`` is a Python float. Masks are drawn on
+    the host (CPU) whatever the device, so a seed gives the same masks on the GPU too.
     """
     return rng.random(shape, dtype=np.float32) >= p                 # (...) bool
 
@@ -53,7 +56,7 @@ def dropout_forward(x, p, rng):
     """x (...) -> (...). With ``p == 0`` or no rng (evaluation) it is the identity and caches nothing."""
     if p == 0.0 or rng is None:
         return x, None
-    keep = dropout_mask(x.shape, p, rng)                            # (...) bool
+    keep = array_module(x).asarray(dropout_mask(x.shape, p, rng))   # (...) bool, drawn on the host
     out = x * keep                                                  # (...)
     out *= 1.0 / (1.0 - p)
     cache = (keep, p)  # the mask is the whole derivative

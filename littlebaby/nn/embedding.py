@@ -5,6 +5,8 @@ Derivation: docs/layers/embedding.md.
 
 import numpy as np
 
+from littlebaby.nn.backend import array_module
+
 
 def token_embedding_forward(idx, wte):
     """idx (B, T) ints, wte (V, C) -> (B, T, C): row ``idx[b, t]`` of the table."""
@@ -18,9 +20,12 @@ def token_embedding_backward(dout, cache):
 
     Fast path: ``np.add.at`` scatters one row at a time, which is slow. Instead sort the flat ids so equal ids sit
     side by side, then ``np.add.reduceat`` sums each run of equal ids in one vectorized call.
-    ``token_embedding_backward_simple`` is the plain twin; a test proves they agree.
+    ``token_embedding_backward_simple`` is the plain twin; a test proves they agree. CuPy has no ``reduceat``,
+    so on the GPU the twin runs (its scatter-add is one parallel kernel there).
     """
     idx, V = cache
+    if array_module(dout) is not np:
+        return token_embedding_backward_simple(dout, cache)
     C = dout.shape[-1]
     flat_idx = idx.reshape(-1)                                      # (B*T,)
     order = np.argsort(flat_idx, kind="stable")                     # (B*T,)
@@ -34,8 +39,9 @@ def token_embedding_backward(dout, cache):
 def token_embedding_backward_simple(dout, cache):
     """The plain twin of ``token_embedding_backward``: one unbuffered scatter-add."""
     idx, V = cache
-    dwte = np.zeros((V, dout.shape[-1]), dtype=dout.dtype)          # (V, C)
-    np.add.at(dwte, idx, dout)
+    xp = array_module(dout)
+    dwte = xp.zeros((V, dout.shape[-1]), dtype=dout.dtype)          # (V, C)
+    xp.add.at(dwte, idx, dout)
     return dwte
 
 
@@ -50,6 +56,6 @@ def position_embedding_backward(dout, cache):
     """dout (B, T, C) -> dwpe (n_ctx, C): the batch shared each row, so its gradients sum over the batch."""
     start, wpe_shape = cache
     T = dout.shape[1]
-    dwpe = np.zeros(wpe_shape, dtype=dout.dtype)                    # (n_ctx, C)
+    dwpe = array_module(dout).zeros(wpe_shape, dtype=dout.dtype)                    # (n_ctx, C)
     dwpe[start:start + T] = dout.sum(axis=0)                        # (T, C)
     return dwpe

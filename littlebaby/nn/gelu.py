@@ -6,7 +6,7 @@ Derivation: docs/layers/gelu.md.
 
 import math
 
-import numpy as np
+from littlebaby.nn.backend import array_module
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float, so float32 arrays stay float32
 COEFF = 0.044715
@@ -22,7 +22,7 @@ def gelu_forward(x):
     gate *= COEFF * SQRT_2_OVER_PI
     gate += SQRT_2_OVER_PI
     gate *= x                                                       # u
-    np.tanh(gate, out=gate)
+    array_module(x).tanh(gate, out=gate)
     gate *= 0.5
     gate += 0.5                                                     # g = 0.5 (1 + tanh(u))
     out = x * gate                                                  # (...)

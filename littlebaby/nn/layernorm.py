@@ -3,7 +3,7 @@
 Derivation: docs/layers/layernorm.md.
 """
 
-import numpy as np
+from littlebaby.nn.backend import array_module
 
 EPS = 1e-5
 
@@ -14,11 +14,12 @@ def layernorm_forward(x, w, b):
     Fast path: the row means and variances are einsum reductions (no (..., C) temporary for the squares, and
     several times faster than ``.mean(axis=-1)`` on short rows), and xhat is built in place.
     """
+    xp = array_module(x)
     C = x.shape[-1]
-    mean = np.einsum("...c->...", x)[..., None] * (1.0 / C)        # (..., 1)
+    mean = xp.einsum("...c->...", x)[..., None] * (1.0 / C)        # (..., 1)
     xhat = x - mean                                                 # (..., C) centred, normalised below
-    var = np.einsum("...c,...c->...", xhat, xhat)[..., None] * (1.0 / C)  # (..., 1) biased, as in PyTorch
-    rstd = 1.0 / np.sqrt(var + EPS)                                 # (..., 1)
+    var = xp.einsum("...c,...c->...", xhat, xhat)[..., None] * (1.0 / C)  # (..., 1) biased, as in PyTorch
+    rstd = 1.0 / xp.sqrt(var + EPS)                                 # (..., 1)
     xhat *= rstd
     out = xhat * w                                                  # (..., C)
     out += b
@@ -33,13 +34,14 @@ def layernorm_backward(dout, cache):
     gives ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``, assembled in place from its last term.
     """
     xhat, rstd, w = cache
+    xp = array_module(dout)
     C = xhat.shape[-1]
     dout_2d = dout.reshape(-1, C)                                   # (N, C)
-    dw = np.einsum("nc,nc->c", dout_2d, xhat.reshape(-1, C))        # (C,)
-    db = np.einsum("nc->c", dout_2d)                                # (C,)
+    dw = xp.einsum("nc,nc->c", dout_2d, xhat.reshape(-1, C))        # (C,)
+    db = xp.einsum("nc->c", dout_2d)                                # (C,)
     g = dout * w                                                    # (..., C)
-    mean_g = np.einsum("...c->...", g)[..., None] * (1.0 / C)       # (..., 1)
-    mean_gx = np.einsum("...c,...c->...", g, xhat)[..., None] * (1.0 / C)  # (..., 1)
+    mean_g = xp.einsum("...c->...", g)[..., None] * (1.0 / C)       # (..., 1)
+    mean_gx = xp.einsum("...c,...c->...", g, xhat)[..., None] * (1.0 / C)  # (..., 1)
     dx = xhat * -mean_gx                                            # (..., C)
     dx += g
     dx -= mean_g

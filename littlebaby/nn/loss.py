@@ -3,20 +3,21 @@
 Derivation: docs/layers/cross_entropy.md.
 """
 
-import numpy as np
+from littlebaby.nn.backend import array_module
 
 
 def cross_entropy_forward(logits, targets):
     """logits (B, T, V), targets (B, T) ints -> mean loss over the B*T positions (a Python float)."""
+    xp = array_module(logits)
     V = logits.shape[-1]
     flat = logits.reshape(-1, V)                                    # (N, V), N = B*T
     shifted = flat - flat.max(axis=-1, keepdims=True)               # (N, V) for a stable exp
-    probs = np.exp(shifted)                                         # (N, V)
+    probs = xp.exp(shifted)                                         # (N, V)
     sum_exp = probs.sum(axis=-1, keepdims=True)                     # (N, 1)
     probs /= sum_exp                                                # (N, V) softmax
-    flat_targets = targets.reshape(-1)                              # (N,)
-    rows = np.arange(flat.shape[0])                                 # (N,)
-    log_likelihood = shifted[rows, flat_targets] - np.log(sum_exp[:, 0])  # (N,) log softmax at the target
+    flat_targets = xp.asarray(targets).reshape(-1)                  # (N,) on the logits' device
+    rows = xp.arange(flat.shape[0])                                 # (N,)
+    log_likelihood = shifted[rows, flat_targets] - xp.log(sum_exp[:, 0])  # (N,) log softmax at the target
     loss = -float(log_likelihood.mean())
     cache = (probs, flat_targets, logits.shape)  # the fused gradient needs only the softmax and the targets
     return loss, cache
@@ -27,6 +28,6 @@ def cross_entropy_backward(cache):
     probs, flat_targets, shape = cache
     N = probs.shape[0]
     dlogits = probs.copy()                                          # (N, V)
-    dlogits[np.arange(N), flat_targets] -= 1.0
+    dlogits[array_module(probs).arange(N), flat_targets] -= 1.0
     dlogits *= 1.0 / N
     return dlogits.reshape(shape)                                   # (B, T, V)

@@ -15,8 +15,7 @@ The loop over experts is a loop over NE weight sets (a handful), each doing one 
 Derivation: docs/layers/moe.md.
 """
 
-import numpy as np
-
+from littlebaby.nn.backend import array_module
 from littlebaby.nn.linear import linear_backward, linear_forward
 from littlebaby.nn.mlp import mlp_backward, mlp_forward
 from littlebaby.nn.softmax import softmax_backward, softmax_forward
@@ -26,10 +25,11 @@ def route(probs, top_k):
     """probs (N, NE) -> weights (N, NE): each token's share of each expert, zero where the expert does not run."""
     if top_k == 0:
         return probs
+    xp = array_module(probs)
     N, NE = probs.shape
-    chosen = np.argpartition(-probs, top_k - 1, axis=1)[:, :top_k]  # (N, k) the k largest, in any order
-    weights = np.zeros_like(probs)                                  # (N, NE)
-    rows = np.arange(N)[:, None]                                    # (N, 1)
+    chosen = xp.argpartition(-probs, top_k - 1, axis=1)[:, :top_k]  # (N, k) the k largest, in any order
+    weights = xp.zeros_like(probs)                                  # (N, NE)
+    rows = xp.arange(N)[:, None]                                    # (N, 1)
     weights[rows, chosen] = probs[rows, chosen]
     weights /= weights.sum(axis=1, keepdims=True)                   # renormalised over the chosen k
     return weights
@@ -37,16 +37,17 @@ def route(probs, top_k):
 
 def moe_forward(x, w_gate, b_gate, w_fc, b_fc, w_proj, b_proj, top_k=0, aux_weight=0.0):
     """x (B, T, C) -> out (B, T, C), aux_loss (float, already weighted; 0.0 when dense), cache."""
+    xp = array_module(x)
     B, T, C = x.shape
     NE = w_gate.shape[1]
     x_flat = x.reshape(-1, C)                                       # (N, C), N = B*T
     gate_logits, gate_cache = linear_forward(x_flat, w_gate, b_gate)  # (N, NE)
     probs, _ = softmax_forward(gate_logits)                         # (N, NE)
     weights = route(probs, top_k)                                   # (N, NE)
-    out = np.zeros_like(x_flat)                                     # (N, C)
+    out = xp.zeros_like(x_flat)                                     # (N, C)
     expert_caches = []
     for e in range(NE):
-        tokens = np.flatnonzero(weights[:, e])                      # (M,) the tokens routed to expert e
+        tokens = xp.flatnonzero(weights[:, e])                      # (M,) the tokens routed to expert e
         y, mlp_cache = mlp_forward(x_flat[tokens], w_fc[e], b_fc[e], w_proj[e], b_proj[e])  # (M, C)
         out[tokens] += weights[tokens, e, None] * y
         expert_caches.append((tokens, y, mlp_cache))  # y: the gate's gradient is <dout, y>
@@ -62,10 +63,11 @@ def moe_backward(dout, cache):
     Includes the gradient of the auxiliary loss (its weight was applied in the forward).
     """
     gate_cache, probs, weights, routed_share, expert_caches, top_k, aux_weight, shape = cache
+    xp = array_module(dout)
     N, NE = probs.shape
     dout = dout.reshape(N, -1)                                      # (N, C)
-    dx = np.zeros_like(dout)                                        # (N, C)
-    dweights = np.zeros_like(probs)                                 # (N, NE)
+    dx = xp.zeros_like(dout)                                        # (N, C)
+    dweights = xp.zeros_like(probs)                                 # (N, NE)
     expert_grads = []
     for e, (tokens, y, mlp_cache) in enumerate(expert_caches):
         # out[tokens] += weights[tokens, e] * y
@@ -83,5 +85,5 @@ def moe_backward(dout, cache):
     dgate_logits = softmax_backward(dprobs, probs)                  # (N, NE)
     dx_gate, dw_gate, db_gate = linear_backward(dgate_logits, gate_cache)  # (N, C)
     dx += dx_gate  # the input fans out to the experts and the gate
-    dw_fc, db_fc, dw_proj, db_proj = (np.stack(g) for g in zip(*expert_grads))  # (NE, ...) each
+    dw_fc, db_fc, dw_proj, db_proj = (xp.stack(g) for g in zip(*expert_grads))  # (NE, ...) each
     return dx.reshape(shape), dw_gate, db_gate, dw_fc, db_fc, dw_proj, db_proj

@@ -3,13 +3,13 @@
 Derivation: docs/layers/softmax.md.
 """
 
-import numpy as np
+from littlebaby.nn.backend import array_module
 
 
 def softmax_forward(x):
     """x (..., K) -> (..., K), each row positive and summing to 1."""
     out = x - x.max(axis=-1, keepdims=True)                         # (..., K) for a stable exp
-    np.exp(out, out=out)
+    array_module(x).exp(out, out=out)
     out /= out.sum(axis=-1, keepdims=True)
     cache = out  # the backward needs only the output
     return out, cache
