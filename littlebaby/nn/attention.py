@@ -12,6 +12,12 @@ import numpy as np
 from littlebaby.nn.dropout import dropout_mask
 from littlebaby.nn.linear import linear_backward, linear_forward
 
+# Causal blocks of queries (see query_blocks), measured in docs/PERFORMANCE.md: more blocks skip more masked
+# work, but each block's matmuls get smaller and less efficient; 4 blocks of 64 rows at T = 256 and 2 of 32 at
+# T = 64 were the fastest.
+MAX_QUERY_BLOCKS = 4
+MIN_QUERY_BLOCK_ROWS = 32
+
 
 @lru_cache(maxsize=64)
 def causal_mask(T, S=None):
@@ -56,19 +62,17 @@ def attention_backward(dout, cache):
 
 
 def query_blocks(T, S):
-    """[(r0, r1, s1), ...]: the T queries in blocks of about ``QUERY_BLOCK_ROWS``; queries r0 .. r1-1 see keys
-    0 .. s1-1 at most, with s1 = S - T + r1 (the queries are the last T of S positions).
+    """[(r0, r1, s1), ...]: the T queries in even blocks, queries r0 .. r1-1 seeing keys 0 .. s1-1 at most, with
+    s1 = S - T + r1 (the queries are the last T of S positions). Example: query_blocks(8, 8) with at most 4
+    blocks of at least 2 rows gives [(0, 2, 2), (2, 4, 4), (4, 6, 6), (6, 8, 8)].
 
     Causal scores are a lower triangle: a block of queries never looks past its last query, so
-    q[r0:r1] @ k[:s1]^T holds all its unmasked scores. Four blocks of T = 256 compute 62.5% of the (T, T) scores
-    and weights instead of all of them; a short sequence (T < 2 QUERY_BLOCK_ROWS) is one block, the plain path.
+    q[r0:r1] @ k[:s1]^T holds all its unmasked scores. Four blocks compute 62.5% of the (T, T) scores, weights
+    and their gradients instead of all of them, two blocks 75%; a short sequence is one block, the plain path.
     """
-    n_blocks = max(1, T // QUERY_BLOCK_ROWS)
-    edges = [T * i // n_blocks for i in range(n_blocks + 1)]        # even split, first 0, last T
+    n_blocks = max(1, min(MAX_QUERY_BLOCKS, T // MIN_QUERY_BLOCK_ROWS))
+    edges = [T * i // n_blocks for i in range(n_blocks + 1)]        # first 0, last T
     return [(r0, r1, S - T + r1) for r0, r1 in zip(edges[:-1], edges[1:])]
-
-
-QUERY_BLOCK_ROWS = 64  # measured at T = 256, hs = 64: blocks of 64 beat 128 and 32 (docs/PERFORMANCE.md)
 
 
 def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
@@ -146,16 +150,13 @@ def block_backward(dy, q, k, v, att, keep, p):
     """dy (B, NH, Tq, hs) and block_forward's inputs and att -> dq (B, NH, Tq, hs), dk, dv (B, NH, S, hs)."""
     hs = q.shape[3]
     # y = att_drop @ v, with att_drop = att * keep / (1 - p) under dropout
+    datt = dy @ v.transpose(0, 1, 3, 2)                             # (B, NH, Tq, S) gradient of att_drop
     scale = 1.0 / math.sqrt(hs)
     if keep is None:
         dv = att.transpose(0, 1, 3, 2) @ dy                         # (B, NH, S, hs)
-        datt = dy @ v.transpose(0, 1, 3, 2)                         # (B, NH, Tq, S) gradient of att
     else:
-        att_keep = att * keep                                       # (B, NH, Tq, S)
-        dv = att_keep.transpose(0, 1, 3, 2) @ dy                    # (B, NH, S, hs)
+        dv = (att * keep).transpose(0, 1, 3, 2) @ dy                # (B, NH, S, hs)
         dv *= 1.0 / (1.0 - p)
-        # gradient of att_drop, written over att_keep, which is no longer needed: one fresh array fewer
-        datt = np.matmul(dy, v.transpose(0, 1, 3, 2), out=att_keep)  # (B, NH, Tq, S)
         datt *= keep
         scale /= 1.0 - p  # folded with 1/sqrt(hs) below: the softmax backward is linear in datt
     # softmax: d(pre) = att * (datt - sum_j datt_j att_j); masked entries have att = 0, so they get 0
