@@ -13,8 +13,8 @@ from littlebaby.nn.dropout import dropout_mask
 from littlebaby.nn.linear import linear_backward, linear_forward
 
 # Causal blocks of queries (see query_blocks), measured in docs/PERFORMANCE.md: more blocks skip more masked
-# work, but each block's matmuls get smaller and less efficient; 4 blocks of 64 rows at T = 256 and 2 of 32 at
-# T = 64 were the fastest.
+# work, but each block's matmuls get smaller and less efficient. At T = 256, 4 blocks of 64 rows beat 2 of 128
+# and 8 of 32 (by a few %); at T = 64, 2 blocks of 32 do about as well as 4 of 16.
 MAX_QUERY_BLOCKS = 4
 MIN_QUERY_BLOCK_ROWS = 32
 
@@ -101,7 +101,7 @@ def heads_forward(x, w_qkv, b_qkv, n_heads, dropout=0.0, rng=None, kv=None):
     # the generator's state do not depend on the blocks
     keep = dropout_mask((B, n_heads, T, S), dropout, rng) if dropout > 0.0 and rng is not None else None
     blocks = query_blocks(T, S)
-    if len(blocks) == 1:  # the plain path, without the slices and copies that cost generation 5% a token
+    if len(blocks) == 1:  # the plain path: generation's one-token steps would pay a few % for slices and a copy
         y, att = block_forward(q, k, v, keep, dropout)              # (B, NH, T, hs)
         return y.transpose(0, 2, 1, 3), (qkv_cache, q, k, v, [att], keep, dropout)  # (B, T, NH, hs) a view
     y = np.empty((B, T, n_heads, hs), dtype=q.dtype)                # (B, T, NH, hs)
