@@ -83,10 +83,20 @@ def heads_backward_simple(dy, cache):
 
 # --- attention -----------------------------------------------------------------------------------------------
 
+def heads_fast(x, w, b, NH, p, seed, dy):
+    """heads_forward then heads_backward: y (B, T, NH, hs), dx, dw_qkv, db_qkv and the generator afterwards."""
+    rng = np.random.default_rng(seed)
+    y, cache = attention.heads_forward(x, w, b, NH, p, rng)
+    return (y, *attention.heads_backward(dy, cache)), rng
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.0, 0.3])
-@pytest.mark.parametrize("B,T,C,NH,hs", [(2, 7, 12, 3, 4), (3, 16, 8, 2, 8)])
-def test_attention_heads_agree_with_the_simple_twin(rng, dtype, p, B, T, C, NH, hs):
+@pytest.mark.parametrize("min_rows", [32, 2], ids=["default_blocks", "blocks_of_2"])
+@pytest.mark.parametrize("B,T,C,NH,hs", [(2, 7, 12, 3, 4), (3, 16, 8, 2, 8), (2, 64, 8, 2, 4)])
+def test_attention_heads_agree_with_the_simple_twin(rng, monkeypatch, dtype, p, min_rows, B, T, C, NH, hs):
+    """The fast heads, in causal blocks of queries or in one, against the twin that computes all T x T scores."""
+    monkeypatch.setattr(attention, "MIN_QUERY_BLOCK_ROWS", min_rows)
     x, w, b = randn(rng, dtype, B, T, C), randn(rng, dtype, C, 3 * NH * hs) / 2, randn(rng, dtype, 3 * NH * hs)
     dy = randn(rng, dtype, B, T, NH, hs)
     y, cache = attention.heads_forward(x, w, b, NH, p, np.random.default_rng(9))
@@ -94,6 +104,42 @@ def test_attention_heads_agree_with_the_simple_twin(rng, dtype, p, B, T, C, NH, 
     assert_agree([y], [y_simple], dtype, "heads_forward")
     assert_agree(attention.heads_backward(dy, cache), heads_backward_simple(dy, cache_simple), dtype,
                  "heads_backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_causal_query_blocks_agree_with_one_block(rng, monkeypatch, dtype, p):
+    """Four blocks of queries against one, the plain path (all T x T scores): the same outputs and gradients
+    to rounding, the same dropout masks and the generator left in the same state."""
+    B, T, C, NH, hs = 2, 128, 16, 2, 8
+    x, w, b = randn(rng, dtype, B, T, C), randn(rng, dtype, C, 3 * NH * hs) / 2, randn(rng, dtype, 3 * NH * hs)
+    dy = randn(rng, dtype, B, T, NH, hs)
+    assert [r1 for _, r1, _ in attention.query_blocks(T, T)] == [32, 64, 96, 128]
+    blocked, blocked_rng = heads_fast(x, w, b, NH, p, 9, dy)
+    monkeypatch.setattr(attention, "MAX_QUERY_BLOCKS", 1)
+    assert attention.query_blocks(T, T) == [(0, T, T)]
+    plain, plain_rng = heads_fast(x, w, b, NH, p, 9, dy)
+    assert_agree(blocked, plain, dtype, "blocked heads")
+    assert blocked_rng.bit_generator.state == plain_rng.bit_generator.state
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_causal_query_blocks_fill_the_kv_cache_like_one_block(rng, monkeypatch, start):
+    """A prefill of T tokens after ``start`` cached ones, in blocks of queries, equals the uncached forward's
+    last T outputs, and leaves the same keys and values in the cache."""
+    monkeypatch.setattr(attention, "MIN_QUERY_BLOCK_ROWS", 2)
+    B, T, C, NH, hs, n_ctx = 2, 9, 8, 2, 4, 16
+    x, w = randn(rng, "float64", B, start + T, C), randn(rng, "float64", C, 3 * NH * hs) / 2
+    b = randn(rng, "float64", 3 * NH * hs)
+    assert len(attention.query_blocks(T, start + T)) == 4
+    k_all, v_all = np.zeros((2, B, NH, n_ctx, hs))                  # (B, NH, n_ctx, hs) each
+    if start:
+        attention.heads_forward(x[:, :start], w, b, NH, kv=(k_all, v_all, 0))
+    y_cached, _ = attention.heads_forward(x[:, start:], w, b, NH, kv=(k_all, v_all, start))  # (B, T, NH, hs)
+    y_simple, (_, _, q, k, v, _, _, _) = heads_forward_simple(x, w, b, NH)
+    assert_agree([y_cached], [y_simple[:, start:]], "float64", "prefill")
+    assert_agree([k_all[:, :, :start + T], v_all[:, :, :start + T]], [k, v], "float64", "cached keys, values")
+    assert not k_all[:, :, start + T:].any()
 
 
 def test_causal_bias_is_the_mask_as_a_term_to_add():

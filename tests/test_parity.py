@@ -21,6 +21,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the parity tests need PyTorch (pip install -e '.[test]')")
 
 from littlebaby.model import GPT, Config, param_shapes  # noqa: E402
+from littlebaby.nn import attention  # noqa: E402
 from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule  # noqa: E402
 from torch_reference import (  # noqa: E402
     TorchGPT, Variant, causal_self_attention, expected_param_shapes, mixture_of_experts, mixture_of_heads,
@@ -280,6 +281,24 @@ def test_variant_matches_torch_in_eval_and_in_training_with_dropout(variant, dty
     assert_close({"loss": loss, **grads}, {"loss": ref_loss, **ref_grads}, TOLERANCE[dtype],
                  f"training loss and gradients {variant} {dtype}")
     # the masks really changed something: the same batch without dropout gives another loss
+    assert abs(ref_loss - ref.loss(idx, targets).item()) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("variant", ["core", "mixture_of_heads"])
+def test_attention_in_causal_query_blocks_matches_torch(variant, dtype, monkeypatch):
+    """Attention in blocks of 2 or 3 queries, the path long sequences take (nn.attention.query_blocks), equals
+    the reference in eval and in training with shared dropout masks."""
+    monkeypatch.setattr(attention, "MIN_QUERY_BLOCK_ROWS", 2)
+    assert len(attention.query_blocks(VARIANT_T, VARIANT_T)) == 3
+    gpt, ref = make_pair(VARIANT_SHAPE, dtype, dropout=0.1, **VARIANTS.get(variant, {}))
+    idx, targets = random_batch(gpt.config, VARIANT_T, np.random.default_rng(11))
+    assert_close({"logits": gpt.forward(idx)}, {"logits": ref.forward(idx).detach().numpy()}, TOLERANCE[dtype],
+                 f"eval in query blocks {variant} {dtype}")
+    loss, grads = gpt.loss_and_grads(idx, targets, rng=np.random.default_rng(12))
+    ref_loss, ref_grads = ref.loss_and_grads(idx, targets, mask_rng=np.random.default_rng(12))
+    assert_close({"loss": loss, **grads}, {"loss": ref_loss, **ref_grads}, TOLERANCE[dtype],
+                 f"training in query blocks {variant} {dtype}")
     assert abs(ref_loss - ref.loss(idx, targets).item()) > 1e-3
 
 
