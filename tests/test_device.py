@@ -19,6 +19,7 @@ from littlebaby import checkpoint, cli, device
 from littlebaby.errors import BabyError
 from littlebaby.generate import sample_ids
 from littlebaby.model import GPT, Config
+from littlebaby.nn import attention
 from littlebaby.nn.backend import array_module, to_host
 from littlebaby.optim import AdamW, clip_grad_norm
 from littlebaby.runs import RunPaths
@@ -83,6 +84,21 @@ def test_the_model_on_the_device_computes_what_numpy_computes(fake, variant):
     """Every combination of switches. The fake device computes with NumPy itself, so only the embedding
     gradient's summation order (CuPy has no ``reduceat``; the scatter-add twin runs) can differ."""
     check_model_on_device(fake, fake_gpu.DeviceArray, variant, rtol=1e-12, atol=1e-15)
+
+
+def test_attention_in_query_blocks_runs_on_the_device(fake):
+    """The models above are too short for causal query blocks (T >= 64); the heads alone at T = 64 use two."""
+    rng = np.random.default_rng(6)
+    x, w_qkv, b_qkv = rng.standard_normal((2, 64, 8)), rng.standard_normal((8, 24)), rng.standard_normal(24)
+    assert len(attention.query_blocks(64, 64)) == 2
+    y, cache = attention.heads_forward(x, w_qkv, b_qkv, 2, 0.1, np.random.default_rng(1))
+    grads = attention.heads_backward(y, cache)
+    device_y, device_cache = attention.heads_forward(*map(fake.asarray, (x, w_qkv, b_qkv)), 2, 0.1,
+                                                     np.random.default_rng(1))
+    device_grads = attention.heads_backward(device_y, device_cache)
+    for mine, reference in zip((device_y, *device_grads), (y, *grads)):
+        assert isinstance(mine, fake_gpu.DeviceArray)
+        np.testing.assert_allclose(to_host(mine), reference, rtol=1e-12, atol=1e-15)
 
 
 def test_adamw_and_clipping_run_on_the_device(fake):
