@@ -5,8 +5,9 @@ NumPy array, and NumPy functions refuse it. Here a "device array" is a NumPy arr
 ``__array_function__`` raises, so ``np.einsum(device_array)`` or ``np.concatenate([device_array])`` fails as it
 would on a GPU, while the module ``FakeCupy`` (what ``array_module`` returns for device arrays) runs the same
 NumPy function on the unwrapped data and wraps the result. Operators and methods (``a @ b``, ``a.sum()``) keep
-the subclass, as they keep CuPy's type. So the arithmetic is exactly NumPy's, and any path that reaches for
-``np.`` instead of ``xp.`` on a device array raises, or leaves a plain NumPy array where a device array belongs.
+the subclass, as they keep CuPy's type, and arithmetic that mixes a device array with a host array raises, as
+on CuPy. So the arithmetic is exactly NumPy's, and any path that reaches for ``np.`` instead of ``xp.`` on a
+device array raises, or leaves a plain NumPy array where a device array belongs.
 
 ``install(monkeypatch)`` puts it in ``sys.modules["cupy"]``, so ``littlebaby.device.array_module_for("cuda")``
 imports it like the real thing.
@@ -24,6 +25,17 @@ class DeviceArray(np.ndarray):
     def __array_function__(self, func, types, args, kwargs):
         raise TypeError(f"numpy.{func.__name__} was given a device array; a layer must call its array module "
                         f"(xp.{func.__name__}) instead")
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """Arithmetic between device arrays (and Python or NumPy scalars) stays on the device; an operand or
+        output that is a host array is refused, as CuPy refuses mixing its arrays with NumPy's."""
+        operands = inputs + kwargs.get("out", ())
+        host = [a for a in operands if isinstance(a, np.ndarray) and not isinstance(a, DeviceArray) and a.ndim]
+        if host:
+            raise TypeError(f"numpy.{ufunc.__name__} mixes a device array with a host array of shape "
+                            f"{host[0].shape}; move it with xp.asarray, or make it with xp")
+        plain = {k: to_plain(v) for k, v in kwargs.items()}
+        return to_device(getattr(ufunc, method)(*to_plain(inputs), **plain))
 
 
 def to_device(value):
