@@ -11,6 +11,7 @@ CuPy is an optional extra (``pip install -e ".[cuda]"``); this module is the onl
 
 import numpy as np
 
+from littlebaby import parallel
 from littlebaby.errors import BabyError, ConfigError
 
 DEVICES = ("cpu", "cuda")
@@ -36,6 +37,7 @@ def array_module_for(device: str):
     if count == 0:
         raise BabyError("--device cuda: CuPy is installed but this machine has no CUDA GPU; "
                         "train with --device cpu")
+    cupy.cuda.Device(parallel.local_rank() % count).use()   # under MPI, each rank of a machine its own GPU
     return cupy
 
 

@@ -18,6 +18,7 @@ from littlebaby.errors import BabyError
 from littlebaby.nn.backend import array_module, to_host
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+LAUNCHER_LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK")
 
 
 class SingleProcess:
@@ -98,6 +99,15 @@ class MPIWorld(SingleProcess):
 
 def launched_by_mpi() -> bool:
     return any(int(os.environ.get(name, "1") or "1") > 1 for name in LAUNCHER_SIZE_VARIABLES)
+
+
+def local_rank() -> int:
+    """This process's rank among the ranks on its own machine (MPICH, Open MPI and PMIx launchers say it); 0
+    outside MPI. With one GPU per rank, it picks the GPU."""
+    for name in LAUNCHER_LOCAL_RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
 
 
 def world():

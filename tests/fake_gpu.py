@@ -82,10 +82,16 @@ class FakeCupy(types.ModuleType):
     def __init__(self):
         super().__init__("cupy")
         self.calls = {}
+        self.gpus, self.current_gpu = 1, 0
         self.cuda = types.SimpleNamespace(
-            Device=lambda: types.SimpleNamespace(id=0),
-            runtime=types.SimpleNamespace(CUDARuntimeError=RuntimeError, getDeviceCount=lambda: 1,
+            Device=self._device,
+            runtime=types.SimpleNamespace(CUDARuntimeError=RuntimeError, getDeviceCount=lambda: self.gpus,
                                           getDeviceProperties=lambda index: {"name": b"fake GPU"}))
+
+    def _device(self, index=None):
+        """``cupy.cuda.Device(index)``: ``.id``, and ``.use()`` to make it the current GPU."""
+        index = self.current_gpu if index is None else index
+        return types.SimpleNamespace(id=index, use=lambda: setattr(self, "current_gpu", index))
 
     def __getattr__(self, name):
         target = getattr(np, name)

@@ -162,6 +162,16 @@ def test_a_run_started_on_the_device_resumes_on_the_cpu(fake, tmp_path):
     assert resumed.record.training["device"] == "cuda"     # the record keeps how the run was started
 
 
+@pytest.mark.parametrize("variable", ["MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK"])
+def test_each_mpi_rank_of_a_machine_takes_its_own_gpu(fake, monkeypatch, variable):
+    fake.gpus = 2
+    for rank, gpu in ((0, 0), (1, 1), (2, 0), (3, 1)):
+        monkeypatch.setenv(variable, str(rank))
+        device.array_module_for("cuda")
+        assert fake.current_gpu == gpu
+    assert device.describe(fake) == "cuda:1 fake GPU"
+
+
 def test_cuda_without_cupy_is_one_clear_line(no_cupy, tmp_path, capsys):
     with pytest.raises(BabyError, match=r"needs CuPy.*\.\[cuda\]"):
         device.array_module_for("cuda")
