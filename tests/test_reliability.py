@@ -50,21 +50,6 @@ def refused(capsys, work, *args, says=""):
     return err
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One finished tiny run, copied fresh into each test that needs it."""
-    out = tmp_path_factory.mktemp("trained")
-    (out / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    assert baby("train", "--data", out / "tiny.txt", "--steps", "4", "--quiet", "--out", out, *TINY) == 0
-    return out
-
-
-@pytest.fixture
-def work(tmp_path, trained):
-    shutil.copytree(trained, tmp_path / "w")
-    return tmp_path / "w"
-
-
 def the_run(work) -> RunPaths:
     (guid,) = [g for g in run_ids(work) if not g.endswith(runs.FINETUNE_SUFFIX)]
     return RunPaths(work, guid)

@@ -4,7 +4,6 @@ BabyError before any compute, and arbitrary bytes never raise anything else."""
 import ast
 import json
 import pathlib
-import shutil
 import tempfile
 
 import numpy as np
@@ -35,20 +34,6 @@ def npy_with_pickle(marker: pathlib.Path) -> bytes:
     header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
     header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
     return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("ascii") + pickle_payload(marker)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("trained")
-    (out / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    assert main(["train", "--data", str(out / "tiny.txt"), "--steps", "3", "--quiet", "--out", str(out), *TINY]) == 0
-    return out
-
-
-@pytest.fixture
-def work(tmp_path, trained):
-    shutil.copytree(trained, tmp_path / "w")
-    return tmp_path / "w"
 
 
 def paths_of(work) -> RunPaths:
