@@ -105,12 +105,12 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
         return resume_run(resume, out, quiet, on_step, resume_device)
     model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
     tc = TrainConfig.from_dict(train_opts)
-    device.array_module_for(tc.device)   # a missing CuPy or GPU is said before any work
+    xp = device.array_module_for(tc.device)   # a missing CuPy or GPU is said before any work
     Config.from_dict({**DEFAULT_MODEL, **model_opts})  # check the options before reading any data
     source, text_path = data_source(data)
     tokenizer = train_tokenizer(tc.tokenizer, read_text(text_path), tc.vocab_size)
     model_config = Config.from_dict({**DEFAULT_MODEL, **model_opts, "vocab_size": tokenizer.vocab_size})
-    gpt = GPT(model_config, seed=tc.seed)
+    gpt = GPT(model_config, seed=tc.seed).move_to(xp)
     guid = parallel.world().broadcast(new_guid())   # under MPI every rank trains the run rank 0 named
     return start_run("train", None, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
 
@@ -128,7 +128,7 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
         if key in train_opts:
             raise BabyError(f"finetune keeps the parent's tokenizer; drop {key}")
     tc = TrainConfig.from_dict({**train_opts, "tokenizer": parent.record.tokenizer["kind"]})
-    device.array_module_for(tc.device)
+    xp = device.array_module_for(tc.device)   # before any work
     source, text_path = data_source(data)
     tokenizer = parent.tokenizer
     if tokenizer.kind == "char":
@@ -137,7 +137,7 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
     if tokenizer.vocab_size > gpt.config.vocab_size:
         gpt.grow_vocab(tokenizer.vocab_size, np.random.default_rng([tc.seed, 3]))
     model_config = Config.from_dict({**gpt.config.to_dict(), **model_opts})
-    gpt = GPT.from_params(model_config, gpt.params, seed=tc.seed)
+    gpt = GPT.from_params(model_config, gpt.params, seed=tc.seed).move_to(xp)
     return start_run("finetune", parent.guid, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
 
 
@@ -153,7 +153,6 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
     n_tokens = data.tokens.size
     cfg = gpt.config
     data.check_fits(cfg.n_ctx)
-    gpt.move_to(device.array_module_for(tc.device))
     seconds_per_step = time_steps(gpt, data, cfg.batch_size, cfg.n_ctx) if tc.max_time is not None else None
     seconds_per_step = world.broadcast(seconds_per_step)   # one plan for all ranks
     plan = make_plan(tc, cfg.lr, data.n_train, cfg.batch_size, cfg.n_ctx, seconds_per_step)
@@ -237,8 +236,8 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
         f"=== sample {i + 1} of {num_samples} ===\n{text}\n" for i, text in enumerate(texts)))
     atomic_write_json(json_path, {"run": loaded.guid, "prompt": prompt, "max_tokens": max_tokens,
                                   "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
-                                  "cache": cache, "num_samples": num_samples, "device": device_name, "seconds": seconds,
-                                  "tokens_per_s": tokens_per_s, "created": utc_now()})
+                                  "cache": cache, "num_samples": num_samples, "device": device_name,
+                                  "seconds": seconds, "tokens_per_s": tokens_per_s, "created": utc_now()})
     return Generation(texts[0], text_path, tokens_per_s, texts)
 
 
