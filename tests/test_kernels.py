@@ -106,7 +106,7 @@ def test_causal_attention_kernel_equals_numpy(dtype, p, T, S):
         attention.causal_attention_backward(dy, cache, *grads)
         return (y.copy(), *grads)
 
-    reference, mine = both_ways(run, dtype, ["causal_attention_forward", "causal_attention_backward"])
+    reference, mine = both_ways(run, dtype, ["causal_softmax_forward", "causal_softmax_backward"])
     assert_same(mine, reference, dtype, "attention")
 
 

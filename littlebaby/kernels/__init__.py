@@ -50,8 +50,8 @@ def twins():
     from littlebaby.kernels import adamw, attention, gelu, layernorm
     return {"gelu_forward": gelu.gelu_forward, "gelu_backward": gelu.gelu_backward,
             "layernorm_forward": layernorm.layernorm_forward, "layernorm_backward": layernorm.layernorm_backward,
-            "causal_attention_forward": attention.causal_attention_forward,
-            "causal_attention_backward": attention.causal_attention_backward,
+            "causal_softmax_forward": attention.causal_softmax_forward,
+            "causal_softmax_backward": attention.causal_softmax_backward,
             "adamw_update": adamw.adamw_update}
 
 
@@ -103,10 +103,9 @@ def warm_up(compiled, dtype):
     compiled["gelu_backward"](out, cache)
     out, cache = compiled["layernorm_forward"](x, w, b)
     compiled["layernorm_backward"](out, cache)
-    q = rng.standard_normal((2, 2, 3, 4)).astype(dtype)             # (B, NH, T, hs)
-    for keep in (None, np.ones((2, 2, 3, 3), dtype=bool)):
-        y = np.empty_like(q)
-        _, cache = compiled["causal_attention_forward"](q, q, q, keep, 0.1, y)
-        dq, dk, dv = np.empty_like(q), np.empty_like(q), np.empty_like(q)
-        compiled["causal_attention_backward"](y, cache, dq, dk, dv)
+    scores = rng.standard_normal((2, 2, 3, 5)).astype(dtype)        # (B, NH, Tq, S)
+    for keep in (None, np.ones(scores.shape, dtype=bool)):
+        att = scores.copy()
+        compiled["causal_softmax_forward"](att, 0.5, keep)
+        compiled["causal_softmax_backward"](scores.copy(), att, keep, 0.5)
     compiled["adamw_update"](w.copy(), b, b.copy(), b.copy(), 1.0, 0.9, 0.99, 1e-8, 1e-3)

@@ -129,20 +129,14 @@ def causal_attention_forward(q, k, v, keep, p, y):
     The queries go block by block as ``query_blocks`` plans, each block multiplying only the keys it may see
     (a short sequence is a plan of one block). The plan is kept in the cache for the backward.
     """
-    twin = compiled_twin("causal_attention_forward", q)             # littlebaby/kernels/attention.py, when in use
-    if twin is not None:
-        return twin(q, k, v, keep, p, y)
     xp = array_module(q)
     T, S, hs = q.shape[2], k.shape[2], q.shape[3]
     plan = query_blocks(T, S)
     atts = []
     for r0, r1, s1 in plan:
-        Tq = r1 - r0
+        keep_block = None if keep is None else keep[:, :, r0:r1, :s1]  # (B, NH, Tq, s1) a view
         att = q[:, :, r0:r1] @ k[:, :, :s1].transpose(0, 1, 3, 2)   # (B, NH, Tq, s1) scores
-        att *= 1.0 / math.sqrt(hs)
-        att[..., s1 - Tq:] += causal_bias(Tq, Tq, att.dtype, xp)    # -inf where the query may not look
-        softmax_rows_inplace(att)                                   # (B, NH, Tq, s1) rows sum to 1
-        weights = att if keep is None else att * keep[:, :, r0:r1, :s1]  # (B, NH, Tq, s1)
+        weights = causal_softmax_forward(att, 1.0 / math.sqrt(hs), keep_block)  # att: the softmax, in place
         xp.matmul(weights, v[:, :, :s1], out=y[:, :, r0:r1])        # (B, NH, Tq, hs)
         atts.append(att)
     if keep is not None:  # att_drop = att * keep / (1 - p): the scale goes on the smaller y
@@ -153,37 +147,61 @@ def causal_attention_forward(q, k, v, keep, p, y):
 
 def causal_attention_backward(dy, cache, dq, dk, dv):
     """dy (B, NH, T, hs) -> dq (B, NH, T, hs), dk, dv (B, NH, S, hs), written into the views given."""
-    twin = compiled_twin("causal_attention_backward", dy)
-    if twin is not None:
-        return twin(dy, cache, dq, dk, dv)
     q, k, v, plan, atts, keep, p = cache
     assert len(plan) == len(atts), "the cache holds one array of weights per block of the plan"
-    xp = array_module(dy)
     scale = 1.0 / math.sqrt(q.shape[3])
     dropout_scale = 1.0 if keep is None else 1.0 / (1.0 - p)
     # last block first: it sees every key, so its key and value gradients set dk and dv, and the earlier
     # blocks (which see fewer keys) add theirs: keys and values fan out to every later query
     for n, ((r0, r1, s1), att) in enumerate(zip(reversed(plan), reversed(atts))):
+        keep_block = None if keep is None else keep[:, :, r0:r1, :s1]  # (B, NH, Tq, s1) a view
         dy_block = dy[:, :, r0:r1]                                  # (B, NH, Tq, hs)
         # y = att_drop @ v, with att_drop = att * keep / (1 - p) under dropout
         datt = dy_block @ v[:, :, :s1].transpose(0, 1, 3, 2)        # (B, NH, Tq, s1) gradient of att_drop
-        weights = att if keep is None else att * keep[:, :, r0:r1, :s1]  # (B, NH, Tq, s1)
+        dscores, weights = causal_softmax_backward(datt, att, keep_block, scale * dropout_scale)
         dv_block = weights.transpose(0, 1, 3, 2) @ dy_block         # (B, NH, s1, hs)
         if keep is not None:
             dv_block *= dropout_scale
-            datt *= keep[:, :, r0:r1, :s1]
-        # softmax: d(pre) = att * (datt - sum_j datt_j att_j); masked entries have att = 0, so they get 0
-        datt -= xp.einsum("...j,...j->...", datt, att)[..., None]   # (B, NH, Tq, s1) row dot products
-        datt *= att
-        datt *= scale * dropout_scale   # 1/sqrt(hs) and the dropout scale: the softmax backward is linear
-        dq[:, :, r0:r1] = datt @ k[:, :, :s1]                       # (B, NH, Tq, hs)
-        dk_block = datt.transpose(0, 1, 3, 2) @ q[:, :, r0:r1]      # (B, NH, s1, hs)
+        dq[:, :, r0:r1] = dscores @ k[:, :, :s1]                    # (B, NH, Tq, hs)
+        dk_block = dscores.transpose(0, 1, 3, 2) @ q[:, :, r0:r1]   # (B, NH, s1, hs)
         if n == 0:
             dk[...], dv[...] = dk_block, dv_block
         else:
             dk[:, :, :s1] += dk_block
             dv[:, :, :s1] += dv_block
     return dq, dk, dv
+
+
+def causal_softmax_forward(att, scale, keep=None):
+    """Scores att (B, NH, Tq, s1) of the last Tq of s1 positions -> the weights the values are summed with:
+    att, or att * keep (B, NH, Tq, s1) bool under dropout (unscaled: the caller scales the smaller result),
+    with att itself overwritten by the causal softmax of att * scale."""
+    twin = compiled_twin("causal_softmax_forward", att)             # littlebaby/kernels/attention.py, when in use
+    if twin is not None:
+        return twin(att, scale, keep)
+    Tq = att.shape[2]
+    att *= scale
+    att[..., att.shape[3] - Tq:] += causal_bias(Tq, Tq, att.dtype, array_module(att))  # -inf: may not look
+    softmax_rows_inplace(att)                                       # (B, NH, Tq, s1) rows sum to 1
+    return att if keep is None else att * keep
+
+
+def causal_softmax_backward(datt, att, keep, scale):
+    """datt (B, NH, Tq, s1), the gradient of the weights the values were summed with, and the softmax att ->
+    (d scores, overwriting datt, times ``scale``; the weights again, att or att * keep, for the value gradient).
+
+    Under dropout datt is first masked by keep (the weights were att * keep); then the softmax backward
+    d scores = att * (datt - sum_j datt_j att_j); masked entries have att = 0, so they get 0.
+    """
+    twin = compiled_twin("causal_softmax_backward", datt)
+    if twin is not None:
+        return twin(datt, att, keep, scale)
+    if keep is not None:
+        datt *= keep
+    datt -= array_module(datt).einsum("...j,...j->...", datt, att)[..., None]  # (B, NH, Tq, s1) row dot products
+    datt *= att
+    datt *= scale   # 1/sqrt(hs) and the dropout scale: the softmax backward is linear in datt
+    return datt, (att if keep is None else att * keep)
 
 
 def softmax_rows_inplace(att):
