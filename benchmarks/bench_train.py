@@ -291,6 +291,67 @@ def bench_corpus(megabytes):
             f"{int(n_tokens):,} tokens in {float(seconds):.1f} s")
 
 
+# --- the commands users run, end to end ---------------------------------------------------------------------
+
+def run_timed(command, terminal):
+    """Wall seconds of a command; with ``terminal`` its stderr is a pseudo-terminal (a progress bar draws, as
+    for a user at a terminal), read and dropped as it comes."""
+    if not terminal:
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start
+    import pty
+    import threading
+    master, slave = pty.openpty()
+    reader = threading.Thread(target=lambda: _drain(master), daemon=True)
+    reader.start()
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave)
+    seconds = time.perf_counter() - start
+    os.close(slave)
+    reader.join(timeout=5)
+    return seconds
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:   # the other end closed
+        pass
+    finally:
+        os.close(fd)
+
+
+def bench_cli(name, data, short=40, long=140, repeats=1):
+    """Seconds per step of the commands themselves: ``baby train`` with no option but the config's shape (evals
+    only at its start and end, no completion) against benchmarks/torch_loop.py, nanoGPT's loop for PyTorch, on
+    the same text and shapes. Each runs for ``short`` and for ``long`` steps; (t_long - t_short) /
+    (long - short) leaves out what does not grow with the steps (start-up, encoding the text, compiling,
+    the two evals, writing the files)."""
+    shape = CONFIGS[name]
+    flags = ["--n-ctx", shape["n_ctx"], "--n-emb", shape["n_emb"], "--head-size", shape["head_size"],
+             "--n-heads", shape["n_heads"], "--n-layers", shape["n_layers"], "--batch-size", shape["batch_size"],
+             "--dropout", shape["dropout"], "--lr", LR, "--completion-tokens", 0]
+    per_step = {}
+    with tempfile.TemporaryDirectory() as out:
+        def baby(steps):
+            return [sys.executable, "-m", "littlebaby", "train", "--data", str(data), "--steps", str(steps),
+                    "--eval-every", str(steps), "--out", out, *map(str, flags)]
+
+        def torch_loop(steps):
+            return [sys.executable, str(ROOT / "benchmarks" / "torch_loop.py"), "--data", str(data),
+                    "--config", name, "--steps", str(steps)]
+
+        for who, command, terminal in (("littlebaby", baby, True), ("torch", torch_loop, False)):
+            times = {n: [] for n in (short, long)}
+            for _ in range(repeats):
+                for n in (short, long):
+                    times[n].append(run_timed(command(n), terminal))
+            per_step[who] = (statistics.median(times[long]) - statistics.median(times[short])) / (long - short)
+    return per_step
+
+
 # --- the table -----------------------------------------------------------------------------------------------
 
 def format_table(results, ceiling):
@@ -304,6 +365,25 @@ def format_table(results, ceiling):
                     f"{r.tokens / r.torch_s:,.0f} | {r.torch_s / r.ours_s:.2f}x | {gflops:.1f} | "
                     f"{gflops / ceiling:.0%} | {r.ours_rss_mb:,.0f} / {r.torch_rss_mb:,.0f} |")
     return "\n".join(rows)
+
+
+def format_cli(args, results):
+    """The end-to-end rows: per-step seconds of ``baby train`` and of nanoGPT's loop, and how far the command's
+    step is from the core step measured above (the issue allows 10%)."""
+    if not pathlib.Path(args.cli_data).is_file():
+        return f"end-to-end rows skipped: no text at {args.cli_data} (--cli-data FILE)"
+    core = {r.name: r.ours_s for r in results if r.variant.startswith("default")}
+    rows = ["| config | `baby train` ms/step | nanoGPT loop (PyTorch) ms/step | ratio | core step ms | command / core |",
+            "|---|---|---|---|---|---|"]
+    for name in args.names:
+        if name == "L":
+            continue   # 100 L steps take tens of minutes; the core step above stands for it
+        per_step = bench_cli(name, args.cli_data)
+        ours, theirs = per_step["littlebaby"], per_step["torch"]
+        versus = f"{ours / core[name]:.2f}" if name in core else "-"
+        core_ms = f"{core[name] * 1e3:.1f}" if name in core else "-"
+        rows.append(f"| {name} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | {theirs / ours:.2f}x | {core_ms} | {versus} |")
+    return "\n".join(["end to end, as commands (100 steps: a 140-step run minus a 40-step run; evals off):", "", *rows, ""])
 
 
 def parse_args(argv=None):
@@ -324,6 +404,10 @@ def parse_args(argv=None):
     parser.add_argument("--corpus-mb", type=int, default=100, help="size of the generated corpus (default 100)")
     parser.add_argument("--skip-generate", action="store_true", help="skip the generation benchmark")
     parser.add_argument("--skip-corpus", action="store_true", help="skip the corpus preparation benchmark")
+    parser.add_argument("--cli-data", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"),
+                        help="the text the end-to-end rows train on (default ../shared/data/tinyshakespeare.txt)")
+    parser.add_argument("--skip-cli", action="store_true", help="skip the end-to-end rows (baby train against "
+                        "PyTorch in nanoGPT's loop, as commands)")
     args = parser.parse_args(argv)
     names = [n.strip().upper() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -366,6 +450,8 @@ def main(argv=None):
     if any(v.startswith("mpi") for v in args.variants):
         print("(MPI ranks' peak RSS: the sum of the ranks' own peaks; mpiexec and its proxy not counted)")
     print()
+    if not args.skip_cli:
+        print(format_cli(args, results))
     if not args.skip_generate:
         print(f"generation, {args.gen_tokens} tokens: {bench_generate(args.gen_tokens)}")
     if not args.skip_corpus:
