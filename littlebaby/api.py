@@ -22,8 +22,8 @@ from littlebaby.errors import BabyError
 from littlebaby.generate import sample_texts
 from littlebaby.model import GPT, Config
 from littlebaby.optim import AdamW
-from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, atomic_write_json, atomic_write_text,
-                             load_record, make_out_dirs, new_guid, read_json, resolve_run,
+from littlebaby.files import atomic_write_json, atomic_write_text, read_json
+from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, load_record, make_out_dirs, new_guid, resolve_run,
                              utc_now)
 from littlebaby.tokenizers import load_tokenizer, train_tokenizer
 from littlebaby.train import Plan, TrainConfig, make_plan, new_history, run_training, time_steps

@@ -16,7 +16,7 @@ import safetensors.numpy
 
 from littlebaby.errors import BabyError
 from littlebaby.nn.backend import to_host
-from littlebaby.runs import atomic_write_bytes
+from littlebaby.files import atomic_write_bytes
 
 
 def save_arrays(path, arrays: dict, metadata: dict) -> None:

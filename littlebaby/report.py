@@ -10,7 +10,8 @@ import numpy as np
 
 from littlebaby import device, parallel
 from littlebaby.nn.backend import array_module
-from littlebaby.runs import RunPaths, atomic_write_bytes, atomic_write_json, load_record, read_json, run_ids
+from littlebaby.files import atomic_write_bytes, atomic_write_json, read_json
+from littlebaby.runs import RunPaths, load_record, run_ids
 
 
 def environment(xp=np) -> dict:

@@ -26,7 +26,8 @@ from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.generate import sample_text
 from littlebaby.optim import clip_grad_norm, lr_schedule
-from littlebaby.runs import atomic_write_text, remove_stale_temps
+from littlebaby.files import atomic_write_text
+from littlebaby.runs import remove_stale_temps
 
 DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from littlebaby import api, checkpoint, runs
+from littlebaby import api, checkpoint, files, runs
 from littlebaby.cli import main
 from littlebaby.runs import RunPaths, run_ids
 
@@ -157,7 +157,7 @@ def test_broken_config_json(tmp_path, capsys):
     for text in ("{", '{"n_ctx": ' + "9" * 5000 + "}", "[" * 100000):
         (tmp_path / "c.json").write_text(text, encoding="utf-8")
         refused(capsys, tmp_path, "train", "--data", tmp_path / "tiny.txt", "--config", tmp_path / "c.json",
-                "--out", tmp_path, says="not valid UTF-8 JSON")
+                "--out", tmp_path, says="not valid JSON")
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -351,7 +351,7 @@ def test_disk_full_during_a_save_says_so_and_keeps_earlier_files(tmp_path, capsy
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(runs.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     err = refused_after_training(capsys, "train", "--data", tmp_path / "tiny.txt", "--steps", "8",
                                  "--eval-every", "2", "--quiet", "--out", tmp_path, *TINY)
     monkeypatch.undo()
@@ -381,7 +381,7 @@ def test_disk_full_while_saving_the_tokenizer(tmp_path, capsys, monkeypatch):
 
 KILL_MID_SAVE = """
 import os, sys, time
-from littlebaby import runs
+from littlebaby import files
 from littlebaby.cli import main
 real_fsync, seen = os.fsync, []
 def fsync(fd):
@@ -391,7 +391,7 @@ def fsync(fd):
             open(sys.argv[2], "w", encoding="utf-8").close()
             time.sleep(60)
     real_fsync(fd)
-runs.os.fsync = fsync
+files.os.fsync = fsync
 main(["train", "--data", sys.argv[1], "--steps", "8", "--eval-every", "2", "--quiet", "--out", sys.argv[3],
       "--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
       "--batch-size", "4"])

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from littlebaby import checkpoint, model
 from littlebaby.cli import main
 from littlebaby.errors import BabyError
-from littlebaby.runs import RunPaths, load_record, read_json, run_ids
+from littlebaby.files import read_json
+from littlebaby.runs import RunPaths, load_record, run_ids
 from littlebaby.tokenizers import load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
