@@ -6,7 +6,6 @@ rather than silently ignored.
 """
 
 import dataclasses
-import json
 import types
 import typing
 
@@ -80,18 +79,6 @@ def _type_name(annotation) -> str:
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
-
-
-def to_json(config) -> str:
-    return json.dumps(to_dict(config), indent=2)
-
-
-def from_json(cls, text: str, what: str = "config"):
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{what} is not valid JSON: {e}") from None
-    return from_dict(cls, data, what)
 
 
 class TypedConfig:
