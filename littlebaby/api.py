@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from littlebaby import checkpoint, corpus, device, parallel
+from littlebaby import checkpoint, corpus, device, parallel, seeds
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.generate import sample_texts
@@ -135,7 +135,7 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
         tokenizer = tokenizer.extend(read_text(text_path))
     gpt = parent.gpt
     if tokenizer.vocab_size > gpt.config.vocab_size:
-        gpt.grow_vocab(tokenizer.vocab_size, np.random.default_rng([tc.seed, 3]))
+        gpt.grow_vocab(tokenizer.vocab_size, seeds.stream(tc.seed, seeds.Stream.NEW_TOKEN_ROWS))
     model_config = Config.from_dict({**gpt.config.to_dict(), **model_opts})
     gpt = GPT.from_params(model_config, gpt.params, seed=tc.seed).move_to(xp)
     return start_run("finetune", parent.guid, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
@@ -170,7 +170,7 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
         atomic_write_json(paths.config, record.to_dict())
     optimizer = AdamW(gpt.params, lr=cfg.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
     state = RunState(record, paths, out_flag(out), gpt, optimizer, tokenizer, data,
-                     np.random.default_rng([tc.seed, 2]), tc, plan, new_history(), n_tokens / n_chars)
+                     seeds.stream(tc.seed, seeds.Stream.TRAIN_BATCHES), tc, plan, new_history(), n_tokens / n_chars)
     time_budget = tc.max_time * 60 if tc.max_time is not None else None
     run_training(state, quiet=quiet, time_budget_s=time_budget, on_step=on_step)
     return Run(guid, paths, record, gpt, tokenizer)

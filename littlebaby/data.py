@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 
+from littlebaby import seeds
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_file
 
@@ -134,7 +135,7 @@ def sample_batch(split, batch_size, n_ctx, rng):
 
 def fixed_batches(split, batch_size, n_ctx, n_batches, seed):
     """The same n_batches windows on every call (their own rng): evals compare like with like."""
-    rng = np.random.default_rng([seed, 1])
+    rng = seeds.stream(seed, seeds.Stream.EVAL_BATCHES)
     return [sample_batch(split, batch_size, n_ctx, rng) for _ in range(n_batches)]
 
 

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from littlebaby import config as configlib
+from littlebaby import seeds
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.nn import (
     block_backward,
@@ -211,9 +212,8 @@ class GPT:
     def __init__(self, config: Config, seed: int = 0, params=None):
         config.validate()
         self.config = config
-        init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
-        self.rng = np.random.default_rng(dropout_seed)
-        self.params = init_params(config, np.random.default_rng(init_seed)) if params is None else params
+        self.rng = seeds.dropout_rng(seed)
+        self.params = init_params(config, seeds.init_rng(seed)) if params is None else params
         check_params(self.params, config)
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from littlebaby import checkpoint, parallel, report
+from littlebaby import checkpoint, parallel, report, seeds
 from littlebaby import config as configlib
 from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
@@ -110,7 +110,7 @@ def make_plan(tc: TrainConfig, lr, n_train, batch_size, n_ctx, seconds_per_step=
 def time_steps(gpt, data, batch_size, n_ctx, n=3) -> float:
     """Seconds per training step, measured on a copy of the model so no state of the run changes."""
     probe = type(gpt).from_params(gpt.config, {k: v.copy() for k, v in gpt.params.items()})
-    rng = np.random.default_rng(12345)
+    rng = np.random.default_rng(seeds.TIMING_SEED)
     x, y = sample_batch(data.train, batch_size, n_ctx, rng)                 # (B, T), (B, T)
     probe.loss_and_grads(x, y)  # warm up caches and BLAS threads
     start = time.perf_counter()
@@ -291,7 +291,7 @@ def finish(state, status, quiet) -> dict:
     summary = report.build_report(state, status)
     report.save_report(summary, paths.report_json, paths.report_png)
     if status == "complete" and state.train_config.completion_tokens:
-        rng = np.random.default_rng([state.train_config.seed, 4])
+        rng = seeds.stream(state.train_config.seed, seeds.Stream.COMPLETION)
         text = sample_text(state.gpt, state.tokenizer, "", state.train_config.completion_tokens, rng=rng)
         atomic_write_text(paths.completion, text)
     if not quiet:
