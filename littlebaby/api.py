@@ -6,7 +6,7 @@
     run = load_run("last", out="work"); run.gpt, run.tokenizer, run.report
 
 Options use the seed's names with underscores (``n_ctx``, ``batch_size``, ``max_time``): model shape and
-learning rate go to ``littlebaby.model.Config``, the rest to ``littlebaby.train.TrainConfig``.
+learning rate go to ``littlebaby.model.Config``, the rest to ``littlebaby.training.TrainConfig``.
 """
 
 import dataclasses
@@ -26,7 +26,7 @@ from littlebaby.files import atomic_write_json, atomic_write_text, read_json
 from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, load_record, make_out_dirs, new_guid, resolve_run,
                              utc_now)
 from littlebaby.tokenizers import load_tokenizer, train_tokenizer
-from littlebaby.train import Plan, TrainConfig, make_plan, new_history, run_training, time_steps
+from littlebaby.training import Plan, TrainConfig, make_plan, new_history, run_training, time_steps
 
 # `baby train` with no options (with train.DEFAULT_STEPS = 4000): 4.1M tokens, one epoch of the built-in
 # corpus; measured on a shared 2-core AMD EPYC with one BLAS thread: 0.10 s per step, 4 min 15 s of CPU,

@@ -14,7 +14,7 @@ import sys
 from littlebaby import api, parallel, report
 from littlebaby.device import DEVICES
 from littlebaby.errors import BabyError
-from littlebaby.train import DEFAULT_STEPS
+from littlebaby.training import DEFAULT_STEPS
 
 DESCRIPTION = """\
 The Little Baby: a GPT-style language model in NumPy, every gradient written by hand.

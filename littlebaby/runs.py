@@ -66,8 +66,8 @@ class RunRecord(configlib.TypedConfig):
     created: str                              # UTC time the run started, ISO 8601 with microseconds
     seed: int                                 # the seed of init, dropout, batches
     model: dict                               # littlebaby.model.Config as a dict
-    training: dict                            # littlebaby.train.TrainConfig as a dict (what was asked)
-    plan: dict                                # littlebaby.train.Plan as a dict (steps, schedule: what was done)
+    training: dict                            # littlebaby.training.TrainConfig as a dict (what was asked)
+    plan: dict                                # littlebaby.training.Plan as a dict (steps, schedule: what was done)
     tokenizer: dict                           # {"kind": ..., "vocab_size": ...}
     data: dict                                # source, sizes in chars and tokens, token dtype
 

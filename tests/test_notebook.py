@@ -115,7 +115,7 @@ def test_parameter_guide_worked_example_matches_the_code():
 
 
 def test_parameter_guide_covers_every_option():
-    from littlebaby.train import TrainConfig
+    from littlebaby.training import TrainConfig
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     names = [f.name for f in dataclasses.fields(Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
     missing = [name for name in names if f"`{name}`" not in text]

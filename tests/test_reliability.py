@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from littlebaby import api, checkpoint, files, runs
+from littlebaby import api, checkpoint, files, runs, training
 from littlebaby.cli import main
 from littlebaby.runs import RunPaths, run_ids
 
@@ -294,8 +294,7 @@ def refused_after_training(capsys, *args):
 @pytest.mark.parametrize("where", ["eval", "save"])
 def test_signal_during_eval_or_save_leaves_a_resumable_run(tmp_path, capsys, monkeypatch, where):
     (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    trainlib = sys.modules["littlebaby.train"]          # littlebaby.train is also the api function's name
-    target = {"eval": (trainlib, "evaluate"), "save": (checkpoint, "save_arrays")}[where]
+    target = {"eval": (training, "evaluate"), "save": (checkpoint, "save_arrays")}[where]
     original = getattr(*target)
     calls = {"n": 0}
 
@@ -319,8 +318,7 @@ def test_signal_during_eval_or_save_leaves_a_resumable_run(tmp_path, capsys, mon
 
 def test_interrupt_before_the_first_step_is_resumable(tmp_path, capsys, monkeypatch):
     (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    trainlib = sys.modules["littlebaby.train"]
-    original = trainlib.evaluate
+    original = training.evaluate
 
     calls = {"n": 0}
 
@@ -330,7 +328,7 @@ def test_interrupt_before_the_first_step_is_resumable(tmp_path, capsys, monkeypa
             os.kill(os.getpid(), signal.SIGINT)
         return original(*args)
 
-    monkeypatch.setattr(trainlib, "evaluate", interrupted_first_eval)
+    monkeypatch.setattr(training, "evaluate", interrupted_first_eval)
     assert baby("train", "--data", tmp_path / "tiny.txt", "--steps", "6", "--quiet", "--out", tmp_path, *TINY) == 0
     monkeypatch.undo()
     paths = the_run(tmp_path)

@@ -12,7 +12,7 @@ import littlebaby.api as api
 from littlebaby import checkpoint
 from littlebaby.errors import BabyError
 from littlebaby.runs import RunPaths
-from littlebaby.train import Plan, TrainConfig, make_plan
+from littlebaby.training import Plan, TrainConfig, make_plan
 
 TINY = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=1e-2,
             completion_tokens=20)
