@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from littlebaby import checkpoint, corpus, device, parallel, seeds
+from littlebaby import config as configlib
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.generate import sample_texts
@@ -34,9 +35,10 @@ from littlebaby.training import Plan, TrainConfig, make_plan, new_history, run_t
 # faster here than the seed's sixteen of 8 (same parameters, fewer and larger matmuls).
 DEFAULT_MODEL = {"n_ctx": 64, "n_emb": 128, "head_size": 128, "n_heads": 4, "n_layers": 4, "dropout": 0.1,
                  "batch_size": 16, "lr": 2e-3}
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "vocab_size")  # vocab: the tokenizer's
-FINETUNE_MODEL_KEYS = ("dropout", "batch_size", "lr")    # the rest is the parent's shape
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+MODEL_KEYS = tuple(f.name for f in configlib.options(Config))       # vocab_size is the tokenizer's
+FINETUNE_MODEL_KEYS = tuple(f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f))
+TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig))
+PARENT_TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig) if not configlib.finetune_sets(TrainConfig, f))
 
 
 @dataclasses.dataclass
@@ -124,7 +126,7 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
         raise BabyError(f"run {guid} already exists in {pathlib.Path(out).resolve()}; "
                         f"pass --overwrite to replace it")
     model_opts, train_opts = split_options(merge_options(config, options), FINETUNE_MODEL_KEYS)
-    for key in ("tokenizer", "vocab_size"):
+    for key in PARENT_TRAIN_KEYS:
         if key in train_opts:
             raise BabyError(f"finetune keeps the parent's tokenizer; drop {key}")
     tc = TrainConfig.from_dict({**train_opts, "tokenizer": parent.record.tokenizer["kind"]})

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from littlebaby import checkpoint, parallel, report, seeds
 from littlebaby import config as configlib
+from littlebaby.config import option
 from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.generate import sample_text
@@ -34,46 +35,47 @@ DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is 
 
 @dataclasses.dataclass
 class TrainConfig(configlib.TypedConfig):
-    """How to train, beyond the model's shape. At most one of epochs / steps / max_time is the budget."""
+    """How to train, beyond the model's shape. At most one of the "budget" options is given. Each field is an
+    option (see littlebaby.config)."""
     WHAT = "training config"
 
-    epochs: float | None = None          # budget in passes over the training split (random windows)
-    steps: int | None = None             # budget in optimizer steps
-    max_time: float | None = None        # budget in minutes of wall clock; steps estimated from timed steps
-    eval_every: int | None = None        # steps between evals; None: about 10 evals per run
-    eval_batches: int = 8                # fixed batches per split in each eval
-    warmup_steps: int | None = None      # linear warmup; None: 5% of the steps, at most 200
-    min_lr: float | None = None          # the cosine schedule's floor; None: lr / 10
-    weight_decay: float = 0.1            # AdamW decoupled decay of weight matrices
-    grad_clip: float = 1.0               # global gradient-norm clip
-    beta1: float = 0.9                   # AdamW first-moment decay
-    beta2: float = 0.99                  # AdamW second-moment decay
-    seed: int = 0                        # init, dropout, batches and the completion all derive from it
-    tokenizer: Literal["char", "bpe"] = "char"   # char: one token per character; bpe: byte-level BPE
-    vocab_size: int | None = None        # bpe only: the vocabulary to learn (default 512)
-    completion_tokens: int = 500         # tokens sampled into completion_G.txt after training
-    device: Literal["cpu", "cuda"] = "cpu"   # where the arrays live: cpu (NumPy) or cuda (CuPy on a GPU)
-
-    def __post_init__(self):
-        self.validate()
+    epochs: float | None = option(None, "passes over the training split (random windows)", within="(0, inf)",
+                                  group="budget", metavar="E")
+    steps: int | None = option(None, "optimizer steps", within="[1, inf)", group="budget", metavar="S")
+    max_time: float | None = option(None, "minutes of wall clock, steps estimated from timed steps; stops "
+                                    "gracefully (complete and resumable)", within="(0, inf)", group="budget",
+                                    metavar="MINUTES")
+    eval_every: int | None = option(None, "steps between evals", within="[1, inf)", unset="about 10 evals per run",
+                                    metavar="S")
+    eval_batches: int = option(8, "fixed batches per split in each eval", within="[1, inf)")
+    warmup_steps: int | None = option(None, "steps of linear warmup", within="[0, inf)",
+                                      unset="5% of the steps, at most 200", metavar="S")
+    min_lr: float | None = option(None, "the learning rate at the end of the cosine", within="[0, inf)",
+                                  unset="lr / 10")
+    weight_decay: float = option(0.1, "AdamW's decoupled decay of weight matrices", within="[0, inf)")
+    grad_clip: float = option(1.0, "global gradient-norm clip", within="(0, inf)")
+    beta1: float = option(0.9, "AdamW's first-moment decay", within="[0, 1)")
+    beta2: float = option(0.99, "AdamW's second-moment decay", within="[0, 1)")
+    seed: int = option(0, "init, dropout, batches and the completion all derive from it", within="[0, inf)")
+    tokenizer: Literal["char", "bpe"] = option("char", "char: one token per character; bpe: byte-level BPE",
+                                               finetune=False)
+    vocab_size: int | None = option(None, "the vocabulary bpe learns", within="[1, inf)", unset="512 with bpe",
+                                    finetune=False)
+    completion_tokens: int = option(500, "tokens sampled into completion_G.txt after training; 0: none",
+                                    within="[0, inf)")
+    device: Literal["cpu", "cuda"] = option("cpu", "where the arrays live: cpu (NumPy) or cuda (CuPy on an "
+                                            "NVIDIA GPU; needs the cuda extra)")
 
     def validate(self):
-        configlib.check_types(self, "training config")
-        budgets = [k for k in ("epochs", "steps", "max_time") if getattr(self, k) is not None]
+        """Types and intervals (littlebaby.config), then the checks that tie fields together."""
+        super().validate()
+        budgets = [f.name for f in configlib.options(type(self))
+                   if f.metadata["group"] == "budget" and getattr(self, f.name) is not None]
         if len(budgets) > 1:
             raise ConfigError(f"give one training budget, not {' and '.join(budgets)}: "
                               "--epochs E, --steps S or --max-time MINUTES")
-        for key in ("epochs", "steps", "max_time", "eval_every", "eval_batches", "warmup_steps",
-                    "vocab_size", "completion_tokens"):
-            value = getattr(self, key)
-            if value is not None and (value < 0 if key in ("warmup_steps", "completion_tokens") else value <= 0):
-                raise ConfigError(f"training config key {key!r} must be positive, got {value}")
         if self.vocab_size is not None and self.tokenizer != "bpe":
             raise ConfigError("vocab_size is for --tokenizer bpe; a char vocabulary is the text's characters")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError("beta1 and beta2 must be in [0, 1)")
-
-
 
 
 @dataclasses.dataclass
@@ -86,8 +88,6 @@ class Plan(configlib.TypedConfig):
     warmup_steps: int          # linear warmup steps
     min_lr: float              # learning rate at the end of the cosine
     steps_per_epoch: int       # len(train tokens) / (batch_size * n_ctx), rounded up
-
-
 
 
 def make_plan(tc: TrainConfig, lr, n_train, batch_size, n_ctx, seconds_per_step=None) -> Plan:

@@ -141,7 +141,7 @@ def test_damaged_run_records(work, capsys, change, says):
     ({"dropout": 1.0}, "[0, 1)"),
     ({"lr": 0}, "'lr' must be a positive"),
     ({"lr": -0.1}, "'lr' must be a positive"),
-    ({"steps": 0}, "'steps' must be positive"),
+    ({"steps": 0}, "'steps' must be a positive integer"),
     ({"n_ctx": 4096}, "n_ctx + 1"),
     ([1, 2], "JSON object"),
 ])
