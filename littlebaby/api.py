@@ -105,16 +105,22 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
             raise BabyError("--resume continues a run with its own settings (only --device may change); "
                             "drop the other options")
         return resume_run(resume, out, quiet, on_step, resume_device)
-    model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
-    tc = TrainConfig.from_dict(train_opts)
+    model_config, tc = train_configs(config, **options)    # checked before any data is read
     xp = device.array_module_for(tc.device)   # a missing CuPy or GPU is said before any work
-    Config.from_dict({**DEFAULT_MODEL, **model_opts})  # check the options before reading any data
     source, text_path = data_source(data)
     tokenizer = train_tokenizer(tc.tokenizer, read_text(text_path), tc.vocab_size)
-    model_config = Config.from_dict({**DEFAULT_MODEL, **model_opts, "vocab_size": tokenizer.vocab_size})
+    model_config.vocab_size = tokenizer.vocab_size   # the one field no option sets (a positive int: no new check)
     gpt = GPT(model_config, seed=tc.seed).move_to(xp)
     guid = parallel.world().broadcast(new_guid())   # under MPI every rank trains the run rank 0 named
     return start_run("train", None, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
+
+
+def train_configs(config=None, **options) -> tuple[Config, TrainConfig]:
+    """(model config, training config) of a new run: the options of a config file or dict, keyword options
+    (None: not given) on top. vocab_size keeps its default until the tokenizer sets it."""
+    model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
+    tc = TrainConfig.from_dict(train_opts)
+    return Config.from_dict({**DEFAULT_MODEL, **model_opts}), tc
 
 
 def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False, on_step=None, **options) -> Run:

@@ -60,7 +60,7 @@ class Config(configlib.TypedConfig):
     vocab_size: int = option(65, "V: number of distinct tokens", within="[1, inf)", set_by="the tokenizer")
     n_ctx: int = option(64, "the context length: how many tokens the model sees at once", within="[1, inf)")
     n_emb: int = option(128, "C: width of the residual stream", within="[1, inf)")
-    head_size: int = option(128, "H: total width of Q, K, V across all heads (may differ from n_emb)",
+    head_size: int = option(128, "H: total width of Q, K, V across all heads; may differ from n_emb",
                             within="[1, inf)")
     n_heads: int = option(16, "NH: attention heads; head_size must divide by it", within="[1, inf)")
     n_layers: int = option(4, "L: transformer blocks", within="[1, inf)")
@@ -71,17 +71,17 @@ class Config(configlib.TypedConfig):
     dtype: Literal["float32", "float64"] = option("float32", "float32 to train, float64 for gradient checks")
     c_sequence: Literal["pre", "post"] = option("pre", "LayerNorm before each sublayer, or after each residual "
                                                 "add", group="switches")
-    c_attention: Literal["mha", "moh"] = option("mha", "multi-head attention, or mixture of heads (a gated sum "
-                                                "of the heads)", group="switches")
+    c_attention: Literal["mha", "moh"] = option("mha", "multi-head attention, or mixture of heads: a gated sum "
+                                                "of the heads", group="switches")
     c_network: Literal["mlp", "moe"] = option("mlp", "one MLP, or a mixture of MLP experts", group="switches")
     n_experts: int = option(4, "NE: experts per block with c_network moe", within="[1, inf)", group="switches")
     moe_top_k: int = option(0, "0: a dense soft gate, every expert runs; K: each token runs its K best experts",
                             within="[0, inf)", group="switches", metavar="K")
     moe_expansion: int = option(4, "an expert's hidden width, in multiples of n_emb", within="[1, inf)",
                                 group="switches")
-    moe_aux_weight: float = option(0.01, "weight of the load-balancing loss (sparse routing only)",
+    moe_aux_weight: float = option(0.01, "weight of the load-balancing loss, with sparse routing only",
                                    within="[0, inf)", group="switches")
-    weight_tying: bool = option(False, "the LM head reuses the token embedding (lm_head.w is wte transposed)",
+    weight_tying: bool = option(False, "the LM head reuses the token embedding: lm_head.w is wte transposed",
                                 group="switches")
 
     def validate(self):

@@ -3,10 +3,15 @@
 import json
 import subprocess
 import sys
+import typing
 
 import pytest
 
+from littlebaby import api, cli
+from littlebaby import config as configlib
 from littlebaby.cli import main
+from littlebaby.model import Config
+from littlebaby.training import TrainConfig
 from littlebaby.runs import RunPaths, run_ids
 
 TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
@@ -142,3 +147,75 @@ def test_a_directory_as_data_and_a_model_too_big_for_memory_are_one_line(work, c
                 "--out", work / "o", "--steps", "1") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: not enough memory") and err.count("\n") == 1
+
+
+# --- every option is a flag, and every flag reaches the config ---------------------------------------------
+
+NOT_OPTIONS = {"-h", "--help", "--data", "--config", "--out", "--quiet", "--resume", "--workers", "--overwrite"}
+
+
+def other_value(field, annotation):
+    """A valid value of the field that is not its default."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return next(choice for choice in typing.get_args(annotation) if choice != field.default)
+    if annotation is bool:
+        return not field.default
+    integer = int in (annotation, *typing.get_args(annotation))
+    if field.default is None:
+        return 3 if integer else 0.25
+    _, _, high, _ = configlib.parse_interval(field.metadata["within"])
+    if high < float("inf"):
+        return (field.default + high) / 2                    # inside [0, 1)
+    return field.default + 1 if integer else field.default * 2
+
+
+def other_values(classes):
+    """field name -> a non-default value for every option of the config classes, consistent across fields."""
+    values = {f.name: other_value(f, typing.get_type_hints(cls)[f.name])
+              for cls in classes for f in configlib.options(cls)}
+    if "n_heads" in values:
+        values["head_size"] = values["n_heads"] * 8           # head_size must divide by n_heads
+    return values
+
+
+def flags_for(values):
+    argv = []
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        argv += ([flag] if value else ["--no-" + flag[2:]]) if isinstance(value, bool) else [flag, str(value)]
+    return argv
+
+
+def option_strings(parser, command):
+    sub = parser._subparsers._group_actions[0].choices[command]
+    return {s for action in sub._actions for s in action.option_strings}
+
+
+def test_every_option_is_a_flag_and_every_flag_reaches_the_config():
+    values = other_values([Config, TrainConfig])
+    budgets = [f.name for f in configlib.options(TrainConfig) if f.metadata["group"] == "budget"]
+    parser = cli.build_parser()
+    for budget in budgets:   # the budget flags exclude each other: one command line each
+        chosen = {k: v for k, v in values.items() if k not in budgets or k == budget}
+        args = parser.parse_args(["train", *flags_for(chosen)])
+        model, training = api.train_configs(**cli.training_options(args))
+        for name, value in chosen.items():
+            assert getattr(model if name in api.MODEL_KEYS else training, name) == value, name
+        assert all(getattr(training, other) is None for other in budgets if other != budget)
+    flags = {"--" + name.replace("_", "-") for name in values} | {"--no-weight-tying"}
+    assert option_strings(parser, "train") - NOT_OPTIONS == flags
+
+
+def test_finetune_offers_the_flags_a_finetune_may_set():
+    """Every model option (a finetune refuses to change its shape with a message naming the key) and every
+    training option but the tokenizer's, which a finetune keeps."""
+    kept = {f.name for f in configlib.options(TrainConfig) if not configlib.finetune_sets(TrainConfig, f)}
+    settable = {f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f)}
+    assert kept == {"tokenizer", "vocab_size"} and settable == {"dropout", "batch_size", "lr"}
+    values = {k: v for k, v in other_values([Config, TrainConfig]).items() if k not in kept}
+    del values["steps"], values["max_time"]                   # one budget
+    args = cli.build_parser().parse_args(["finetune", "last", *flags_for(values)])
+    options = cli.training_options(args)
+    assert {k: v for k, v in options.items() if v is not None} == values
+    assert set(options) == set(values) | {"steps", "max_time"}
+    assert not {"--tokenizer", "--vocab-size"} & option_strings(cli.build_parser(), "finetune")
