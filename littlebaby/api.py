@@ -29,12 +29,6 @@ from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, load_record, 
 from littlebaby.tokenizers import load_tokenizer, train_tokenizer
 from littlebaby.training import Plan, TrainConfig, make_plan, new_history, run_training, time_steps
 
-# `baby train` with no options (with train.DEFAULT_STEPS = 4000): 4.1M tokens, one epoch of the built-in
-# corpus; measured on a shared 2-core AMD EPYC with one BLAS thread: 0.10 s per step, 4 min 15 s of CPU,
-# val loss 1.70 (2.46 bits/char), text with real words and speaker names. Four heads of 32 channels train
-# faster here than the seed's sixteen of 8 (same parameters, fewer and larger matmuls).
-DEFAULT_MODEL = {"n_ctx": 64, "n_emb": 128, "head_size": 128, "n_heads": 4, "n_layers": 4, "dropout": 0.1,
-                 "batch_size": 16, "lr": 2e-3}
 MODEL_KEYS = tuple(f.name for f in configlib.options(Config))       # vocab_size is the tokenizer's
 FINETUNE_MODEL_KEYS = tuple(f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f))
 TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig))
@@ -120,7 +114,7 @@ def train_configs(config=None, **options) -> tuple[Config, TrainConfig]:
     (None: not given) on top. vocab_size keeps its default until the tokenizer sets it."""
     model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
     tc = TrainConfig.from_dict(train_opts)
-    return Config.from_dict({**DEFAULT_MODEL, **model_opts}), tc
+    return Config.from_dict(model_opts), tc
 
 
 def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False, on_step=None, **options) -> Run:

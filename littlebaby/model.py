@@ -62,12 +62,12 @@ class Config(configlib.TypedConfig):
     n_emb: int = option(128, "C: width of the residual stream", within="[1, inf)")
     head_size: int = option(128, "H: total width of Q, K, V across all heads; may differ from n_emb",
                             within="[1, inf)")
-    n_heads: int = option(16, "NH: attention heads; head_size must divide by it", within="[1, inf)")
+    n_heads: int = option(4, "NH: attention heads; head_size must divide by it", within="[1, inf)")
     n_layers: int = option(4, "L: transformer blocks", within="[1, inf)")
     dropout: float = option(0.1, "probability of zeroing an activation in training", within="[0, 1)",
                             finetune=True)
     batch_size: int = option(16, "B: sequences per optimizer step", within="[1, inf)", finetune=True)
-    lr: float = option(1e-3, "peak learning rate of AdamW", within="(0, inf)", finetune=True)
+    lr: float = option(2e-3, "peak learning rate of AdamW", within="(0, inf)", finetune=True)
     dtype: Literal["float32", "float64"] = option("float32", "float32 to train, float64 for gradient checks")
     c_sequence: Literal["pre", "post"] = option("pre", "LayerNorm before each sublayer, or after each residual "
                                                 "add", group="switches")

@@ -30,7 +30,7 @@ from littlebaby.optim import clip_grad_norm, lr_schedule
 from littlebaby.files import atomic_write_text
 from littlebaby.runs import remove_stale_temps
 
-DEFAULT_STEPS = 4000     # the budget when none of epochs / steps / max_time is given (see api.DEFAULT_MODEL)
+DEFAULT_STEPS = 4000     # the budget when none is given: one epoch of the built-in corpus for the default Config
 
 
 @dataclasses.dataclass

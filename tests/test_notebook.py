@@ -100,11 +100,10 @@ def worked_example_numbers():
 
 
 def default_model_config():
-    """What `baby train` with no options builds: DEFAULT_MODEL, and V = the built-in corpus's distinct characters."""
+    """What `baby train` with no options builds: the default Config, with V = the built-in corpus's characters."""
     from littlebaby import corpus
-    from littlebaby.api import DEFAULT_MODEL
     vocab = len(set(corpus.builtin_corpus_path().read_text(encoding="utf-8")))
-    return Config(**{**DEFAULT_MODEL, "vocab_size": vocab})
+    return Config(vocab_size=vocab)
 
 
 def test_parameter_guide_worked_example_matches_the_code():
