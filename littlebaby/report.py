@@ -44,8 +44,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def build_report(state, status) -> dict:
-    """Every figure of the run so far, from the state the loop leaves behind."""
+def build_report(record, state, tokenizer_kind, status) -> dict:
+    """Every figure of run ``record`` so far, from the TrainingState the loop leaves behind."""
     hist, cfg, plan = state.history, state.gpt.config, state.plan
     steps = state.optimizer.step_count
     tokens_per_step = cfg.batch_size * cfg.n_ctx
@@ -54,13 +54,13 @@ def build_report(state, status) -> dict:
     tokens_per_s = tokens_per_step / mean_step if step_times else 0.0
     last = hist["evals"][-1] if hist["evals"] else {}
     return {
-        "guid": state.record.guid, "kind": state.record.kind, "parent": state.record.parent, "status": status,
+        "guid": record.guid, "kind": record.kind, "parent": record.parent, "status": status,
         "steps": steps, "planned_steps": plan.steps, "epochs": steps / plan.steps_per_epoch,
         "tokens_seen": steps * tokens_per_step, "train_tokens": int(state.data.n_train),
         "val_tokens": int(len(state.data.val)),
         "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
         "final_val_bpc": last.get("val_bpc"), "evals": hist["evals"],
-        "tokenizer": state.tokenizer.kind, "tokens_per_char": state.tokens_per_char,
+        "tokenizer": tokenizer_kind, "tokens_per_char": state.tokens_per_char,
         "loss_units": "losses are nats per token; val_bpc = val_loss / ln 2 * tokens_per_char, bits per character",
         "loss": hist["loss"], "grad_norm": hist["grad_norm"], "lr": hist["lr"], "step_time": step_times,
         "mean_step_time_s": mean_step, "tokens_per_s": tokens_per_s,

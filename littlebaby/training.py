@@ -1,12 +1,14 @@
-"""The training loop: one path for train, finetune and resume.
+"""The training loop: one path for train, finetune and resume, and the configs that steer it.
 
 Each step: sample a batch of random windows, forward + backward (``gpt.loss_and_grads``), clip the global
 gradient norm, set the learning rate from the warmup + cosine schedule, AdamW step. Every ``eval_every``
-steps the loss is measured on fixed train and validation batches and a checkpoint is written.
+steps the loss is measured on fixed train and validation batches and ``save`` is called.
 
-Ctrl-C or SIGTERM asks the loop to stop: it finishes the step, writes the checkpoint and the artifacts so far,
-and prints how to resume. A resumed run restores weights, AdamW moments, the step and both RNG states, so it
-ends bitwise identical to a run that was never interrupted.
+The loop knows nothing of runs or files: it advances a ``TrainingState`` and calls back. Its caller
+(littlebaby.lifecycle) makes the state, saves checkpoints and artifacts, and holds the ``StopRequest``: Ctrl-C or
+SIGTERM asks the loop to stop, it finishes the step and returns, and the caller saves everything. A resumed run
+restores weights, AdamW moments, the step and both RNG states, so it ends bitwise identical to a run that was
+never interrupted.
 """
 
 import dataclasses
@@ -20,15 +22,13 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from littlebaby import checkpoint, parallel, report, seeds
+from littlebaby import parallel, seeds
 from littlebaby import config as configlib
 from littlebaby.config import option
-from littlebaby.data import fixed_batches, sample_batch, steps_per_epoch
+from littlebaby.data import TokenData, fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
-from littlebaby.generate import sample_text
-from littlebaby.optim import clip_grad_norm, lr_schedule
-from littlebaby.files import atomic_write_text
-from littlebaby.runs import remove_stale_temps
+from littlebaby.model import GPT
+from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule
 
 DEFAULT_STEPS = 4000     # the budget when none is given: one epoch of the built-in corpus for the default Config
 
@@ -124,6 +124,30 @@ def new_history() -> dict:
     return {"loss": [], "grad_norm": [], "lr": [], "step_time": [], "evals": [], "train_seconds": 0.0}
 
 
+def history_ok(hist) -> bool:
+    """Whether a history (read back from a checkpoint) has every series the loop appends to and evals that name
+    their losses."""
+    series_ok = all(isinstance(hist.get(key), list) and all(isinstance(v, (int, float)) for v in hist[key])
+                    for key in ("loss", "grad_norm", "lr", "step_time"))
+    evals_ok = isinstance(hist.get("evals"), list) and all(
+        isinstance(e, dict) and all(isinstance(e.get(k), (int, float)) for k in ("step", "train_loss", "val_loss"))
+        for e in hist["evals"])
+    return series_ok and evals_ok and isinstance(hist.get("train_seconds"), (int, float))
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Everything the loop reads and advances; what a checkpoint saves of it is enough to go on."""
+    gpt: GPT                      # the model; its ``rng`` draws the dropout masks
+    optimizer: AdamW              # the moments and the step count
+    data: TokenData               # the encoded corpus and its train / validation split
+    data_rng: np.random.Generator  # draws each step's batch
+    config: TrainConfig
+    plan: Plan
+    history: dict                 # new_history()'s series, extended every step
+    tokens_per_char: float        # to turn nats per token into bits per character
+
+
 class StopRequest:
     """Set by SIGINT / SIGTERM: the loop finishes its step and saves. A second Ctrl-C aborts at once."""
 
@@ -187,21 +211,20 @@ def evaluate(gpt, batches) -> float:
     return float(np.mean([gpt.loss(x, y) for x, y in batches]))
 
 
-def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
-    """Train ``state`` (a littlebaby.api.RunState) to its planned steps or until asked to stop.
+def run_training(state: TrainingState, stop, save, quiet=False, time_budget_s=None, on_step=None) -> str:
+    """Train ``state`` to its planned steps, or until ``stop.reason`` is set (a StopRequest); return the status:
+    "complete", "interrupted" or "time budget reached".
 
+    save(): called after each eval (the first, at step 0, when the history has none) to write a checkpoint.
     time_budget_s: stop gracefully when the next step would end past this many seconds.
     on_step(step): called after every step (tests use it to send signals).
-    Returns the report (also written to outputs/report_G.json).
     """
-    gpt, opt, data, tc, hist = state.gpt, state.optimizer, state.data, state.train_config, state.history
+    gpt, opt, data, tc, hist = state.gpt, state.optimizer, state.data, state.config, state.history
     plan = state.plan
     cfg = gpt.config
     B, T = cfg.batch_size, cfg.n_ctx
     world = parallel.world()          # one process, or the ranks of ``mpiexec -n K``: see littlebaby/parallel.py
     rows = world.share(B)             # the rows of every batch this rank computes
-    quiet = quiet or not world.is_root
-    save = save_checkpoint if world.is_root else (lambda state: None)   # rank 0 writes, the others only train
     train_evals = fixed_batches(data.train, B, T, tc.eval_batches, tc.seed)
     val_evals = fixed_batches(data.val, B, T, tc.eval_batches, tc.seed)
 
@@ -211,89 +234,49 @@ def run_training(state, quiet=False, time_budget_s=None, on_step=None) -> dict:
                               "val_bpc": val_loss / math.log(2) * state.tokens_per_char})
         return hist["evals"][-1]
 
-    check_history(hist, state.paths.checkpoint)
-    if world.is_root:
-        remove_stale_temps(state.paths.out, state.paths.guid)    # what a killed earlier session left half-written
-    with StopRequest(announce=world.is_root) as stop:   # from here to the last artifact, a signal only asks the loop to stop
-        if not hist["evals"]:
-            eval_now()
-            save(state)   # step 0 on disk at once: the run is resumable from its first second
-        session_start, session_steps = time.perf_counter(), 0
-        progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
-        while opt.step_count < plan.steps and not world.any(stop.reason is not None):
-            step_start = time.perf_counter()
-            x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T) the same on every rank
-            loss, grads = gpt.loss_and_grads(x[rows], y[rows])
-            loss, grads = world.reduce(loss, grads, B)                       # the whole batch's, on every rank
-            norm = clip_grad_norm(grads, tc.grad_clip)
-            if not (math.isfinite(loss) and math.isfinite(norm)):   # checked before the step: params stay good
-                raise diverged(state, f"loss {loss}, gradient norm {norm}", opt.step_count + 1)
-            lr = lr_schedule(opt.step_count, plan.steps, cfg.lr, plan.warmup_steps, plan.min_lr)
-            opt.step(gpt.params, grads, lr)
-            step_time = time.perf_counter() - step_start
-            for key, value in (("loss", loss), ("grad_norm", norm), ("lr", lr), ("step_time", step_time)):
-                hist[key].append(float(value))
-            session_steps += 1
-            step = opt.step_count
-            if step % plan.eval_every == 0 or step == plan.steps:
-                evaluation = eval_now()
-                if not math.isfinite(evaluation["train_loss"] + evaluation["val_loss"]):
-                    hist["evals"].pop()
-                    raise diverged(state, f"eval loss {evaluation['val_loss']}", step)
-                progress.log_eval(step, evaluation)
-                save(state)
-            progress.update(loss, hist["evals"][-1]["val_loss"], step_time)
-            if on_step is not None:
-                on_step(step)
-            elapsed = time.perf_counter() - session_start
-            if time_budget_s is not None and elapsed + elapsed / session_steps > time_budget_s:
-                stop.reason = stop.reason or "time budget reached"
-        stop.reason = stop.reason or ("interrupted" if opt.step_count < plan.steps else None)  # another rank's
-        progress.close()   # still inside StopRequest: a signal now waits until the artifacts are written
-        hist["train_seconds"] += time.perf_counter() - session_start
-        status = "complete" if opt.step_count >= plan.steps else stop.reason
-        if not world.is_root:
-            return {"status": status, "steps": opt.step_count}
-        save_checkpoint(state)
-        return finish(state, status, quiet)
-
-
-def check_history(hist, path) -> None:
-    """A resumed history must have every series the loop appends to and evals that name their losses."""
-    series_ok = all(isinstance(hist.get(key), list) and all(isinstance(v, (int, float)) for v in hist[key])
-                    for key in ("loss", "grad_norm", "lr", "step_time"))
-    evals_ok = isinstance(hist.get("evals"), list) and all(
-        isinstance(e, dict) and all(isinstance(e.get(k), (int, float)) for k in ("step", "train_loss", "val_loss"))
-        for e in hist["evals"])
-    if not (series_ok and evals_ok and isinstance(hist.get("train_seconds"), (int, float))):
-        raise BabyError(f"the training history in {path} is damaged; the run cannot be resumed, train it again")
+    if not hist["evals"]:
+        eval_now()
+        save()   # step 0 on disk at once: the run is resumable from its first second
+    session_start, session_steps = time.perf_counter(), 0
+    progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
+    while opt.step_count < plan.steps and not world.any(stop.reason is not None):
+        step_start = time.perf_counter()
+        x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T) the same on every rank
+        loss, grads = gpt.loss_and_grads(x[rows], y[rows])
+        loss, grads = world.reduce(loss, grads, B)                       # the whole batch's, on every rank
+        norm = clip_grad_norm(grads, tc.grad_clip)
+        if not (math.isfinite(loss) and math.isfinite(norm)):   # checked before the step: params stay good
+            raise diverged(state, f"loss {loss}, gradient norm {norm}", opt.step_count + 1)
+        lr = lr_schedule(opt.step_count, plan.steps, cfg.lr, plan.warmup_steps, plan.min_lr)
+        opt.step(gpt.params, grads, lr)
+        step_time = time.perf_counter() - step_start
+        for key, value in (("loss", loss), ("grad_norm", norm), ("lr", lr), ("step_time", step_time)):
+            hist[key].append(float(value))
+        session_steps += 1
+        step = opt.step_count
+        if step % plan.eval_every == 0 or step == plan.steps:
+            evaluation = eval_now()
+            if not math.isfinite(evaluation["train_loss"] + evaluation["val_loss"]):
+                hist["evals"].pop()
+                raise diverged(state, f"eval loss {evaluation['val_loss']}", step)
+            progress.log_eval(step, evaluation)
+            save()
+        progress.update(loss, hist["evals"][-1]["val_loss"], step_time)
+        if on_step is not None:
+            on_step(step)
+        elapsed = time.perf_counter() - session_start
+        if time_budget_s is not None and elapsed + elapsed / session_steps > time_budget_s:
+            stop.reason = stop.reason or "time budget reached"
+    stop.reason = stop.reason or ("interrupted" if opt.step_count < plan.steps else None)  # another rank's
+    progress.close()
+    hist["train_seconds"] += time.perf_counter() - session_start
+    return "complete" if opt.step_count >= plan.steps else stop.reason
 
 
 def diverged(state, what, step) -> BabyError:
     """The error for a NaN / inf: nothing more is saved, so the checkpoint on disk is the last good one."""
     saved = state.history["evals"][-1]["step"] if state.history["evals"] else 0
     return BabyError(f"training diverged at step {step} ({what}); stopped without saving, so the checkpoint of "
-                     f"step {saved} in {state.paths.checkpoint} is the last good state. Train again with a lower "
-                     f"--lr (now {state.gpt.config.lr}), a smaller --grad-clip (now {state.train_config.grad_clip}) "
-                     f"or more --warmup-steps")
-
-
-def save_checkpoint(state):
-    checkpoint.save_checkpoint(state.paths.checkpoint, state.gpt.params, state.optimizer.state_dict(),
-                               state.data_rng.bit_generator.state, state.gpt.rng.bit_generator.state,
-                               state.history)
-
-
-def finish(state, status, quiet) -> dict:
-    """Write the model, report, loss curve and (when complete) the completion; say where they are."""
-    paths = state.paths
-    checkpoint.save_model(paths.model, state.gpt.params, state.gpt.config.to_dict(), state.record.guid)
-    summary = report.build_report(state, status)
-    report.save_report(summary, paths.report_json, paths.report_png)
-    if status == "complete" and state.train_config.completion_tokens:
-        rng = seeds.stream(state.train_config.seed, seeds.Stream.COMPLETION)
-        text = sample_text(state.gpt, state.tokenizer, "", state.train_config.completion_tokens, rng=rng)
-        atomic_write_text(paths.completion, text)
-    if not quiet:
-        print(report.summary_lines(summary, paths, state.out_flag), file=sys.stderr)
-    return summary
+                     f"step {saved} is the last good state. Train again with a lower --lr (now "
+                     f"{state.gpt.config.lr}), a smaller --grad-clip (now {state.config.grad_clip}) or more "
+                     f"--warmup-steps")

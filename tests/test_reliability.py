@@ -18,6 +18,7 @@ import pytest
 from littlebaby import api, checkpoint, files, runs, training
 from littlebaby.cli import main
 from littlebaby.runs import RunPaths, run_ids
+from littlebaby.tokenizers import train_tokenizer
 
 TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
         "--batch-size", "4", "--lr", "0.01"]
@@ -113,7 +114,7 @@ def test_model_from_a_newer_version_is_refused_for_generate_and_finetune(work, c
 def test_tokenizer_of_another_size_is_refused(work, capsys):
     paths = the_run(work)
     data = json.loads(paths.tokenizer.read_text(encoding="utf-8"))
-    other = api.train_tokenizer(data["kind"], TEXT + "XYZ")
+    other = train_tokenizer(data["kind"], TEXT + "XYZ")
     other.save(paths.tokenizer)
     refused(capsys, work, "generate", "last", "--out", work, says="different runs")
 
