@@ -50,7 +50,7 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
     if resume is not None:
         resume_device = options.pop("device", None)   # the one setting a resume may change: the machine moved
         if data is not None or config is not None or any(v is not None for v in options.values()):
-            raise BabyError("--resume continues a run with its own settings (only --device may change); "
+            raise BabyError("`resume` continues a run with its own settings (only `device` may change); "
                             "drop the other options")
         return resume_run(resume, out, quiet, on_step, resume_device)
     model_config, tc = train_configs(config, **options)    # checked before any data is read

@@ -117,7 +117,7 @@ def check_finite(arrays: dict, path) -> None:
     for name, array in arrays.items():
         if not np.isfinite(array).all():
             raise BabyError(f"{path}: array {name!r} holds NaN or infinite values; the run diverged or the file "
-                            f"is damaged. Use an earlier run, or retrain with a lower --lr")
+                            f"is damaged. Use an earlier run, or retrain with a lower `lr`")
 
 
 def save_checkpoint(path, params, optimizer_state, data_rng_state, dropout_rng_state, history) -> None:

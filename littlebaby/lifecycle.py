@@ -12,7 +12,6 @@ Under MPI every rank runs all of this; rank 0 alone writes files, the others rea
 
 import dataclasses
 import pathlib
-import sys
 
 import numpy as np
 
@@ -90,7 +89,7 @@ def finetune_run(parent: Run, model_options: dict, tc: TrainConfig, data=None, o
     guid = parent.guid + FINETUNE_SUFFIX
     if RunPaths(pathlib.Path(out), guid).config.exists() and not overwrite:
         raise BabyError(f"run {guid} already exists in {pathlib.Path(out).resolve()}; "
-                        f"pass --overwrite to replace it")
+                        f"pass `overwrite=True` to replace it")
     xp = device.array_module_for(tc.device)   # before any work
     source, text_path = data_source(data)
     tokenizer = parent.tokenizer
@@ -197,7 +196,7 @@ def train_and_save(state: RunState, quiet, on_step, time_budget_s=None) -> None:
                               time_budget_s=time_budget_s, on_step=on_step)
         if world.is_root:
             checkpoint_run(state)
-            save_artifacts(state, status, quiet)
+            save_artifacts(state, status)
 
 
 def checkpoint_run(state: RunState) -> None:
@@ -207,8 +206,8 @@ def checkpoint_run(state: RunState) -> None:
                                t.data_rng.bit_generator.state, t.gpt.rng.bit_generator.state, t.history)
 
 
-def save_artifacts(state: RunState, status, quiet) -> None:
-    """Write the model, report, loss curve and (when complete) the completion; say where they are."""
+def save_artifacts(state: RunState, status) -> None:
+    """Write the model, report, loss curve and (when complete) the completion."""
     paths, t = state.paths, state.training
     checkpoint.save_model(paths.model, t.gpt.params, t.gpt.config.to_dict(), state.record.guid)
     summary = report.build_report(state.record, t, state.tokenizer.kind, status)
@@ -217,9 +216,6 @@ def save_artifacts(state: RunState, status, quiet) -> None:
         rng = seeds.stream(t.config.seed, seeds.Stream.COMPLETION)
         atomic_write_text(paths.completion, sample_text(t.gpt, state.tokenizer, "", t.config.completion_tokens,
                                                         rng=rng))
-    if not quiet:
-        out_flag = "" if paths.out == pathlib.Path(".") else f" --out {paths.out}"
-        print(report.summary_lines(summary, paths, out_flag), file=sys.stderr)
 
 
 def data_source(data, path=None) -> tuple[str, pathlib.Path]:
@@ -228,7 +224,7 @@ def data_source(data, path=None) -> tuple[str, pathlib.Path]:
         return corpus.SOURCE, corpus.builtin_corpus_path()
     text_path = pathlib.Path(path or data)
     if text_path.is_dir():
-        raise BabyError(f"--data must be a text file, and {text_path} is a directory")
+        raise BabyError(f"`data` must be a text file, and {text_path} is a directory")
     if not text_path.is_file():
         raise BabyError(f"data file not found: {text_path}")
     return str(text_path.resolve()), text_path

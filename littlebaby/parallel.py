@@ -57,7 +57,7 @@ class MPIWorld(SingleProcess):
     def share(self, batch_size):
         if batch_size < self.size:
             raise BabyError(f"batch_size {batch_size} is smaller than the {self.size} MPI ranks: each rank needs "
-                            f"at least one sequence; raise --batch-size or use fewer ranks")
+                            f"at least one sequence; raise `batch_size` or use fewer ranks")
         bounds = np.linspace(0, batch_size, self.size + 1).round().astype(int)  # as even as integers allow
         return slice(bounds[self.rank], bounds[self.rank + 1])
 

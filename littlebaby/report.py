@@ -97,8 +97,8 @@ def save_report(report, json_path, png_path):
     atomic_write_bytes(png_path, plot_png(report))
 
 
-def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
-    """What the user reads when training ends or stops."""
+def summary_lines(report, paths: RunPaths, resume_command: str) -> str:
+    """What the user reads when training ends or stops; ``resume_command`` says how to go on if it stopped."""
     val = report["final_val_loss"]
     lines = [f"run {report['guid']}: {report['status']} after {report['steps']}/{report['planned_steps']} steps "
              f"({report['epochs']:.2f} epochs, {report['tokens_seen']:,} tokens) in {report['total_time_s']:.0f} s, "
@@ -108,7 +108,7 @@ def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
     if report["status"] == "complete":
         lines.append(f"  {paths.completion}")
     else:
-        lines.append(f"resume with: baby train --resume {report['guid']}{out_flag}")
+        lines.append(f"resume with: {resume_command}")
     return "\n".join(lines)
 
 

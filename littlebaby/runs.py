@@ -160,7 +160,7 @@ def resolve_run(run: str, out) -> str:
     ids = run_ids(out)
     if not ids:
         raise BabyError(f"no runs in {pathlib.Path(out).resolve()}: train one with `baby train`, "
-                        f"or point --out at the directory that holds configs/")
+                        f"or point `out` at the directory that holds configs/")
     if run == "last":
         return max(ids, key=lambda g: (load_record(out, g).created, g))
     if run in ids:

@@ -72,10 +72,9 @@ class TrainConfig(configlib.TypedConfig):
         budgets = [f.name for f in configlib.options(type(self))
                    if f.metadata["group"] == "budget" and getattr(self, f.name) is not None]
         if len(budgets) > 1:
-            raise ConfigError(f"give one training budget, not {' and '.join(budgets)}: "
-                              "--epochs E, --steps S or --max-time MINUTES")
+            raise ConfigError(f"give one training budget, not {' and '.join(f'`{b}`' for b in budgets)}")
         if self.vocab_size is not None and self.tokenizer != "bpe":
-            raise ConfigError("vocab_size is for --tokenizer bpe; a char vocabulary is the text's characters")
+            raise ConfigError("`vocab_size` is for `tokenizer='bpe'`; a char vocabulary is the text's characters")
 
 
 @dataclasses.dataclass
@@ -277,6 +276,6 @@ def diverged(state, what, step) -> BabyError:
     """The error for a NaN / inf: nothing more is saved, so the checkpoint on disk is the last good one."""
     saved = state.history["evals"][-1]["step"] if state.history["evals"] else 0
     return BabyError(f"training diverged at step {step} ({what}); stopped without saving, so the checkpoint of "
-                     f"step {saved} is the last good state. Train again with a lower --lr (now "
-                     f"{state.gpt.config.lr}), a smaller --grad-clip (now {state.config.grad_clip}) or more "
-                     f"--warmup-steps")
+                     f"step {saved} is the last good state. Train again with a lower `lr` (now "
+                     f"{state.gpt.config.lr}), a smaller `grad_clip` (now {state.config.grad_clip}) or more "
+                     f"`warmup_steps`")

@@ -1,13 +1,15 @@
 """`baby` end to end on a tiny corpus: train, runs, generate, finetune, resume, and the error contract."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import typing
 
 import pytest
 
-from littlebaby import api, cli
+from littlebaby import api, cli, training
 from littlebaby import config as configlib
 from littlebaby.cli import main
 from littlebaby.model import Config
@@ -65,6 +67,22 @@ def test_errors_are_one_line_and_exit_2(work, capsys):
     assert baby("generate", "last", "--prompt", "Zürich", "--out", work) == 2
     assert "'ü'" in capsys.readouterr().err
     assert baby("train", "--resume", "last", "--steps", "4", "--out", work) == 2
+
+
+def test_a_stopped_run_says_how_to_resume(work, capsys, monkeypatch):
+    calls, evaluate = [], training.evaluate
+
+    def interrupted(*args):   # two calls per eval (train, val): the third is the step-2 eval's
+        calls.append(args)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return evaluate(*args)
+
+    monkeypatch.setattr(training, "evaluate", interrupted)
+    assert baby("train", "--data", work / "tiny.txt", "--steps", "8", "--eval-every", "2", "--out", work, *TINY) == 0
+    (guid,) = run_ids(work)
+    err = capsys.readouterr().err
+    assert f"run {guid}: interrupted after 2/8 steps" in err and f"resume with: baby train --resume {guid} --out {work}" in err
 
 
 def test_one_budget_only(work, capsys):
@@ -219,3 +237,12 @@ def test_finetune_offers_the_flags_a_finetune_may_set():
     assert {k: v for k, v in options.items() if v is not None} == values
     assert set(options) == set(values) | {"steps", "max_time"}
     assert not {"--tokenizer", "--vocab-size"} & option_strings(cli.build_parser(), "finetune")
+
+
+def test_errors_name_python_keywords_and_the_cli_names_flags():
+    parser = cli.build_parser()
+    message = ("pass `overwrite=True`; lower `lr` or `n_ctx`; `tokenizer='bpe'`; `weight_tying=False`; "
+               "`baby runs` lists them; `last` is no flag")
+    assert cli.flag_advice(message, parser) == (
+        "pass --overwrite; lower --lr or --n-ctx; --tokenizer bpe; --no-weight-tying; `baby runs` lists them; "
+        "`last` is no flag")
