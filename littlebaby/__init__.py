@@ -1,7 +1,7 @@
 """The Little Baby: a GPT-style language model in NumPy, every gradient written by hand.
 
 Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby.model`` ->
-``littlebaby.optim`` -> ``littlebaby.training`` -> ``littlebaby.generate``.
+``littlebaby.optim`` -> ``littlebaby.training`` -> ``littlebaby.sampling``.
 
 The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only. The workflow
 functions below mirror the ``baby`` commands: ``littlebaby.train`` is the function that trains (the training

@@ -21,7 +21,7 @@ from littlebaby import config as configlib
 from littlebaby import device, lifecycle
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_write_json, atomic_write_text, read_json
-from littlebaby.generate import sample_texts
+from littlebaby.sampling import sample_texts
 from littlebaby.lifecycle import Run, load_run
 from littlebaby.model import Config
 from littlebaby.runs import utc_now

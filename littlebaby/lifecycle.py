@@ -19,7 +19,7 @@ from littlebaby import checkpoint, corpus, device, parallel, report, seeds
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_write_json, atomic_write_text, read_json
-from littlebaby.generate import sample_text
+from littlebaby.sampling import sample_text
 from littlebaby.model import GPT, Config
 from littlebaby.optim import AdamW
 from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, load_record, make_out_dirs, new_guid,

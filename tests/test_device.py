@@ -17,7 +17,7 @@ import fake_gpu
 import littlebaby.api as api
 from littlebaby import checkpoint, cli, device
 from littlebaby.errors import BabyError
-from littlebaby.generate import sample_ids
+from littlebaby.sampling import sample_ids
 from littlebaby.model import GPT, Config
 from littlebaby.nn import attention
 from littlebaby.nn.backend import array_module, to_host

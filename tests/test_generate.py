@@ -8,7 +8,7 @@ import pytest
 
 import littlebaby.api as api
 from littlebaby.errors import BabyError
-from littlebaby.generate import check_settings, make_stepper, sample_next, sample_text, sample_texts
+from littlebaby.sampling import check_settings, make_stepper, sample_next, sample_text, sample_texts
 from littlebaby.kvcache import window_start
 from littlebaby.model import GPT, Config
 from littlebaby.tokenizers import train_tokenizer

@@ -6,7 +6,7 @@ import pytest
 
 from littlebaby import device
 from littlebaby.errors import BabyError
-from littlebaby.generate import sample_ids
+from littlebaby.sampling import sample_ids
 from littlebaby.model import GPT, Config
 from littlebaby.nn.backend import to_host
 from littlebaby.optim import AdamW
