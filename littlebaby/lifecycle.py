@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from littlebaby import checkpoint, corpus, device, parallel, report, seeds
+from littlebaby import __version__, checkpoint, corpus, device, parallel, report, seeds
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_write_json, atomic_write_text, read_json
@@ -115,9 +115,8 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
     seconds_per_step = parallel.world().broadcast(seconds_per_step)   # one plan for all ranks
     plan = make_plan(tc, cfg.lr, data.n_train, cfg.batch_size, cfg.n_ctx, seconds_per_step)
     n_chars = len(read_text(text_path))
-    import littlebaby
     record = RunRecord(
-        version=littlebaby.__version__, guid=guid, kind=kind, parent=parent, created=utc_now(), seed=tc.seed,
+        version=__version__, guid=guid, kind=kind, parent=parent, created=utc_now(), seed=tc.seed,
         model=cfg.to_dict(), training=tc.to_dict(), plan=plan.to_dict(),
         tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         data={"source": source, "path": str(pathlib.Path(text_path).resolve()), "chars": n_chars,
