@@ -106,6 +106,7 @@ def finetune_run(parent: Run, model_options: dict, tc: TrainConfig, data=None, o
 def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step) -> Run:
     """Encode the data, plan the schedule, write the run's record and tokenizer, and train."""
     paths = RunPaths(pathlib.Path(out), guid)
+    gpt.rng = share_dropout_rng(tc.seed)    # under MPI each rank's own stream; one process keeps gpt's
     if parallel.world().is_root:
         make_out_dirs(out)
     data = open_tokens(paths, tokenizer, text_path, encode=True)
@@ -153,7 +154,7 @@ def resume_run(run, out=".", device_name=None, quiet=False, on_step=None) -> Run
                         f"train it again")
     cfg = Config.from_dict(record.model, f"model config of {guid}")
     gpt = GPT.from_params(cfg, {k: np.array(v) for k, v in saved["params"].items()}, seed=tc.seed)
-    gpt.rng.bit_generator.state = saved["dropout_rng"]
+    gpt.rng = share_dropout_rng(tc.seed, saved["dropout_rngs"])
     gpt.move_to(device.array_module_for(tc.device))
     optimizer = new_optimizer(gpt, tc)
     optimizer.load_state_dict(saved["optimizer"])
@@ -179,6 +180,18 @@ def open_tokens(paths, tokenizer, text_path, encode) -> TokenData:
     return TokenData.open(paths.tokens, tokenizer.vocab_size)
 
 
+def share_dropout_rng(seed, saved_states=()) -> np.random.Generator:
+    """The dropout generator of this process's share of every batch (its MPI rank; 0 for one process), at the
+    state saved for that share when there is one: each rank draws masks of its own and a resumed run goes on
+    with every rank's stream (littlebaby.seeds.dropout_rng). A share the checkpoint lacks (the run now has more
+    ranks than it had) never drew before, so it starts its stream fresh."""
+    share = parallel.world().rank
+    rng = seeds.dropout_rng(seed, share)
+    if share < len(saved_states):
+        rng.bit_generator.state = saved_states[share]
+    return rng
+
+
 def new_optimizer(gpt, tc) -> AdamW:
     return AdamW(gpt.params, lr=gpt.config.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
 
@@ -189,20 +202,23 @@ def train_and_save(state: RunState, quiet, on_step, time_budget_s=None) -> None:
     world = parallel.world()
     if world.is_root:
         remove_stale_temps(state.paths.out, state.paths.guid)    # what a killed earlier session left half-written
-    save = (lambda: checkpoint_run(state)) if world.is_root else (lambda: None)   # rank 0 writes, others train
     with StopRequest(announce=world.is_root) as stop:
-        status = run_training(state.training, stop, save, quiet=quiet or not world.is_root,
+        status = run_training(state.training, stop, lambda: checkpoint_run(state), quiet=quiet or not world.is_root,
                               time_budget_s=time_budget_s, on_step=on_step)
+        checkpoint_run(state)
         if world.is_root:
-            checkpoint_run(state)
             save_artifacts(state, status)
+    world.barrier()   # every rank returns once rank 0 has written every file
 
 
 def checkpoint_run(state: RunState) -> None:
-    """Write everything a resume needs: weights, AdamW state, both RNG states, the history."""
+    """Write everything a resume needs: weights, AdamW state, the RNG states, the history. Every rank calls it:
+    rank 0 gathers each rank's dropout state, then writes alone (the rest is the same on every rank)."""
     t = state.training
-    checkpoint.save_checkpoint(state.paths.checkpoint, t.gpt.params, t.optimizer.state_dict(),
-                               t.data_rng.bit_generator.state, t.gpt.rng.bit_generator.state, t.history)
+    dropout_states = parallel.world().gather(t.gpt.rng.bit_generator.state)
+    if parallel.world().is_root:
+        checkpoint.save_checkpoint(state.paths.checkpoint, t.gpt.params, t.optimizer.state_dict(),
+                                   t.data_rng.bit_generator.state, dropout_states, t.history)
 
 
 def save_artifacts(state: RunState, status) -> None:

@@ -6,6 +6,7 @@ shifts another, and a seed gives the same run every time:
     stream                    generator                                    drawn by
     the initial weights       SeedSequence(seed, spawn_key=(0,))           GPT(config, seed)
     dropout masks             SeedSequence(seed, spawn_key=(1,))           GPT(config, seed): gpt.rng
+    ... of share s > 0        SeedSequence(seed, spawn_key=(1, s))         MPI rank s (see dropout_rng)
     Stream.EVAL_BATCHES       default_rng([seed, 1])                       the fixed batches of every eval
     Stream.TRAIN_BATCHES      default_rng([seed, 2])                       the random windows of each step
     Stream.NEW_TOKEN_ROWS     default_rng([seed, 3])                       a finetune's rows for new characters
@@ -42,6 +43,17 @@ def init_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(INIT,)))
 
 
-def dropout_rng(seed: int) -> np.random.Generator:
-    """The generator of the dropout masks."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(DROPOUT,)))
+def dropout_rng(seed: int, share: int = 0) -> np.random.Generator:
+    """The generator of the dropout masks of share ``share`` of every batch, in a run seeded ``seed``.
+
+    A share is the slice of each batch that one worker computes: under ``mpiexec -n K`` rank r computes share r;
+    with T worker threads in each process, thread t of rank r would compute share r * T + t. Each share needs a
+    stream of its own, or two workers with equally many rows would drop the very same units. Share 0 is the
+    stream of a one-process run, so one process (and rank 0) draws exactly what it always drew; the stream of
+    share s > 0 is independent of it and of every other share's (spawn keys (1,) and (1, s)).
+
+    >>> dropout_rng(0).random() == dropout_rng(0, share=0).random() != dropout_rng(0, share=1).random()
+    True
+    """
+    spawn_key = (DROPOUT,) if share == 0 else (DROPOUT, share)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=spawn_key))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from littlebaby import checkpoint
 from littlebaby.parallel import MPIWorld, SingleProcess, world
 
 TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "2",
@@ -71,6 +72,50 @@ def test_two_ranks_end_within_float_tolerance_of_one(tmp_path):
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
     moved = sum(float(np.abs(a[n]).sum()) for n in a)
     assert moved > 0
+
+
+MPI_RESUME = """
+import os, signal, sys
+from littlebaby import api
+data, out = sys.argv[1], sys.argv[2]
+options = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=0.01, dropout=0.3, steps=6,
+               eval_every=2, seed=3, completion_tokens=0)
+
+
+def stop_at_step_3(step):
+    if step == 3:
+        os.kill(os.getpid(), signal.SIGINT)   # every rank asks; all stop after the same step
+
+
+api.train(data=data, out=out + "/whole", quiet=True, **options)
+part = api.train(data=data, out=out + "/part", quiet=True, on_step=stop_at_step_3, **options)
+api.train(resume=part.guid, out=out + "/part", quiet=True)
+"""
+
+
+@pytest.mark.skipif(not mpi_available(), reason="needs the mpi extra: pip install -e '.[mpi]'")
+def test_each_rank_drops_its_own_units_and_a_resume_goes_on_with_every_rank_s_stream(tmp_path):
+    """With dropout on and equal shares (2 rows each), the two ranks' dropout streams must differ (drawn from
+    one stream, the ranks would drop the same units of their rows); and a 2-rank run stopped at step 3 and
+    resumed must end bitwise where the uninterrupted 2-rank run ends, so each rank's stream was saved and
+    restored."""
+    data = tmp_path / "tiny.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    subprocess.run(["mpiexec", "-n", "2", sys.executable, "-c", MPI_RESUME, str(data), str(tmp_path)], check=True,
+                   env=env, timeout=180)
+    (whole,) = (tmp_path / "whole" / "models").glob("model_*.safetensors")
+    (part,) = (tmp_path / "part" / "models").glob("model_*.safetensors")
+    a, b = load_file(whole), load_file(part)
+    assert a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+    (saved,) = (tmp_path / "whole" / "runs").glob("checkpoint_*.safetensors")
+    states = checkpoint.load_checkpoint(saved)["dropout_rngs"]
+    assert len(states) == 2 and states[0] != states[1]
+
+
+def test_gather_of_one_process_is_its_value():
+    assert world().gather({"a": 1}) == [{"a": 1}]
 
 
 def test_workers_flag_is_removed_from_what_the_ranks_run():

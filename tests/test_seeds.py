@@ -4,6 +4,7 @@ import numpy as np
 
 from littlebaby import seeds
 from littlebaby.model import GPT, Config
+from littlebaby.nn.dropout import dropout_mask
 
 
 def draws(rng, n=4):
@@ -33,3 +34,10 @@ def test_a_model_draws_its_weights_and_masks_from_the_table():
     assert draws(gpt.rng) == draws(seeds.dropout_rng(5))
     wte = (seeds.init_rng(5).standard_normal((11, 12)) * 0.02).astype(np.float32)  # the first array drawn
     np.testing.assert_array_equal(gpt.params["wte"], wte)
+
+
+def test_each_share_of_a_batch_draws_its_own_dropout_masks():
+    """Share 0 (one process, MPI rank 0) draws the stream a model always drew; the other shares draw others."""
+    masks = [dropout_mask((2, 8, 16), 0.3, seeds.dropout_rng(4, share)) for share in range(3)]
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+    np.testing.assert_array_equal(masks[0], dropout_mask((2, 8, 16), 0.3, GPT(Config(), seed=4).rng))
