@@ -15,16 +15,14 @@ import time
 
 import pytest
 
+from helpers import TEXT, TINY_FLAGS, TINY_RUN
 from littlebaby import api, checkpoint, files, runs, training
 from littlebaby.cli import main
 from littlebaby.runs import RunPaths, run_ids
 from littlebaby.tokenizers import train_tokenizer
 
-TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
-        "--batch-size", "4", "--lr", "0.01"]
-TINY_OPTIONS = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=0.01,
-                    completion_tokens=0)
-TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+TINY = TINY_FLAGS
+TINY_OPTIONS = dict(TINY_RUN, completion_tokens=0)
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -2,21 +2,20 @@
 
 import hashlib
 import json
-import os
+import math
 import signal
 
 import numpy as np
 import pytest
 
 import littlebaby.api as api
+from helpers import TEXT, TINY_RUN, interrupt_at
 from littlebaby import checkpoint
 from littlebaby.errors import BabyError
 from littlebaby.runs import RunPaths
-from littlebaby.training import Plan, TrainConfig, make_plan
+from littlebaby.training import TrainConfig, make_plan
 
-TINY = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=1e-2,
-            completion_tokens=20)
-TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+TINY = dict(TINY_RUN, completion_tokens=20)
 
 
 @pytest.fixture
@@ -53,21 +52,14 @@ def test_report_holds_the_analysis(corpus, tmp_path):
     assert [e["step"] for e in r["evals"]] == [0, 10, 20, 30]
     assert len(r["loss"]) == len(r["grad_norm"]) == len(r["lr"]) == len(r["step_time"]) == 30
     assert r["tokens_seen"] == 30 * 4 * 8
-    assert r["epochs"] == pytest.approx(30 / r["planned_steps"] * r["planned_steps"] / Plan.from_dict(
-        run.record.plan).steps_per_epoch)
+    per_epoch = math.ceil(run.record.data["train_tokens"] / (4 * 8))     # windows of B x T to cover the split
+    assert r["epochs"] == pytest.approx(30 / per_epoch)
     assert r["num_params"] == sum(a.size for a in run.gpt.params.values())
     assert r["flops_per_token"] > 0 and r["achieved_gflops"] > 0 and r["tokens_per_s"] > 0
     assert r["final_val_bpc"] == pytest.approx(r["final_val_loss"] / np.log(2))   # char: one token per char
     assert r["evals"][-1]["val_loss"] < r["evals"][0]["val_loss"] - 0.5           # it learns
     assert max(r["lr"]) == pytest.approx(1e-2) and r["lr"][-1] < 2e-3             # warmup then cosine down
     assert {"numpy", "blas", "cpu", "usable_cpus"} <= set(r["environment"])
-
-
-def interrupt_at(step, sig=signal.SIGINT):
-    def on_step(s):
-        if s == step:
-            os.kill(os.getpid(), sig)
-    return on_step
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
