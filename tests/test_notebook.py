@@ -92,7 +92,7 @@ def worked_example_numbers():
     """The numbers the parameter guide states for the default model, read from its marked lines."""
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     found = {}
-    for key in ("num_params", "flops_per_token"):
+    for key in ("num_params", "flops_per_token", "default_steps"):
         match = re.search(rf"<!-- check:{key} -->\s*\**\s*([\d,]+)", text)
         assert match, f"docs/PARAMETERS.md lacks the marked total for {key}"
         found[key] = int(match.group(1).replace(",", ""))
@@ -111,6 +111,8 @@ def test_parameter_guide_worked_example_matches_the_code():
     config = default_model_config()
     assert numbers["num_params"] == num_params(config)
     assert numbers["flops_per_token"] == flops_per_token(config)
+    from littlebaby.training import DEFAULT_STEPS
+    assert numbers["default_steps"] == DEFAULT_STEPS
 
 
 def test_parameter_guide_covers_every_option():
