@@ -1,5 +1,6 @@
 """`baby` end to end on a tiny corpus: train, runs, generate, finetune, resume, and the error contract."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -204,6 +205,9 @@ def option_strings(parser, command):
 
 
 def test_every_option_is_a_flag_and_every_flag_reaches_the_config():
+    not_options = [f.name for cls in (Config, TrainConfig) for f in dataclasses.fields(cls)
+                   if f not in configlib.options(cls)]
+    assert not_options == ["vocab_size"]                      # the model's: the tokenizer sets it
     values = other_values([Config, TrainConfig])
     budgets = [f.name for f in configlib.options(TrainConfig) if f.metadata["group"] == "budget"]
     parser = cli.build_parser()
