@@ -10,7 +10,8 @@ import numpy as np
 
 from littlebaby import device, parallel
 from littlebaby.nn.backend import array_module
-from littlebaby.runs import RunPaths, atomic_write_bytes, atomic_write_json, load_record, read_json, run_ids
+from littlebaby.files import atomic_write_bytes, atomic_write_json, read_json
+from littlebaby.runs import RunPaths, load_record, run_ids
 
 
 def environment(xp=np) -> dict:
@@ -43,8 +44,8 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def build_report(state, status) -> dict:
-    """Every figure of the run so far, from the state the loop leaves behind."""
+def build_report(record, state, tokenizer_kind, status) -> dict:
+    """Every figure of run ``record`` so far, from the TrainingState the loop leaves behind."""
     hist, cfg, plan = state.history, state.gpt.config, state.plan
     steps = state.optimizer.step_count
     tokens_per_step = cfg.batch_size * cfg.n_ctx
@@ -53,13 +54,13 @@ def build_report(state, status) -> dict:
     tokens_per_s = tokens_per_step / mean_step if step_times else 0.0
     last = hist["evals"][-1] if hist["evals"] else {}
     return {
-        "guid": state.record.guid, "kind": state.record.kind, "parent": state.record.parent, "status": status,
+        "guid": record.guid, "kind": record.kind, "parent": record.parent, "status": status,
         "steps": steps, "planned_steps": plan.steps, "epochs": steps / plan.steps_per_epoch,
         "tokens_seen": steps * tokens_per_step, "train_tokens": int(state.data.n_train),
         "val_tokens": int(len(state.data.val)),
         "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
         "final_val_bpc": last.get("val_bpc"), "evals": hist["evals"],
-        "tokenizer": state.tokenizer.kind, "tokens_per_char": state.tokens_per_char,
+        "tokenizer": tokenizer_kind, "tokens_per_char": state.tokens_per_char,
         "loss_units": "losses are nats per token; val_bpc = val_loss / ln 2 * tokens_per_char, bits per character",
         "loss": hist["loss"], "grad_norm": hist["grad_norm"], "lr": hist["lr"], "step_time": step_times,
         "mean_step_time_s": mean_step, "tokens_per_s": tokens_per_s,
@@ -96,8 +97,8 @@ def save_report(report, json_path, png_path):
     atomic_write_bytes(png_path, plot_png(report))
 
 
-def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
-    """What the user reads when training ends or stops."""
+def summary_lines(report, paths: RunPaths, resume_command: str) -> str:
+    """What the user reads when training ends or stops; ``resume_command`` says how to go on if it stopped."""
     val = report["final_val_loss"]
     lines = [f"run {report['guid']}: {report['status']} after {report['steps']}/{report['planned_steps']} steps "
              f"({report['epochs']:.2f} epochs, {report['tokens_seen']:,} tokens) in {report['total_time_s']:.0f} s, "
@@ -107,7 +108,7 @@ def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
     if report["status"] == "complete":
         lines.append(f"  {paths.completion}")
     else:
-        lines.append(f"resume with: baby train --resume {report['guid']}{out_flag}")
+        lines.append(f"resume with: {resume_command}")
     return "\n".join(lines)
 
 

@@ -92,7 +92,7 @@ def worked_example_numbers():
     """The numbers the parameter guide states for the default model, read from its marked lines."""
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     found = {}
-    for key in ("num_params", "flops_per_token"):
+    for key in ("num_params", "flops_per_token", "default_steps"):
         match = re.search(rf"<!-- check:{key} -->\s*\**\s*([\d,]+)", text)
         assert match, f"docs/PARAMETERS.md lacks the marked total for {key}"
         found[key] = int(match.group(1).replace(",", ""))
@@ -100,11 +100,10 @@ def worked_example_numbers():
 
 
 def default_model_config():
-    """What `baby train` with no options builds: DEFAULT_MODEL, and V = the built-in corpus's distinct characters."""
+    """What `baby train` with no options builds: the default Config, with V = the built-in corpus's characters."""
     from littlebaby import corpus
-    from littlebaby.api import DEFAULT_MODEL
     vocab = len(set(corpus.builtin_corpus_path().read_text(encoding="utf-8")))
-    return Config(**{**DEFAULT_MODEL, "vocab_size": vocab})
+    return Config(vocab_size=vocab)
 
 
 def test_parameter_guide_worked_example_matches_the_code():
@@ -112,10 +111,12 @@ def test_parameter_guide_worked_example_matches_the_code():
     config = default_model_config()
     assert numbers["num_params"] == num_params(config)
     assert numbers["flops_per_token"] == flops_per_token(config)
+    from littlebaby.training import DEFAULT_STEPS
+    assert numbers["default_steps"] == DEFAULT_STEPS
 
 
 def test_parameter_guide_covers_every_option():
-    from littlebaby.train import TrainConfig
+    from littlebaby.training import TrainConfig
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     names = [f.name for f in dataclasses.fields(Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
     missing = [name for name in names if f"`{name}`" not in text]

@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch", reason="the parity tests need PyTorch (pip 
 from littlebaby.model import GPT, Config, param_shapes  # noqa: E402
 from littlebaby.nn import attention  # noqa: E402
 from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule  # noqa: E402
+from helpers import relative_error  # noqa: E402
 from torch_reference import (  # noqa: E402
     TorchGPT, Variant, causal_self_attention, expected_param_shapes, mixture_of_experts, mixture_of_heads,
     no_dropout,
@@ -68,14 +69,6 @@ def make_pair(shape: dict, dtype: str, dropout: float = 0.0, seed: int = 0, **sw
     gpt = GPT(cfg, seed=seed)
     randomize_params(gpt.params, np.random.default_rng(1000 + seed))
     return gpt, TorchGPT(cfg, gpt.params)
-
-
-def relative_error(ours, ref) -> float:
-    """max|ours - ref| / max|ref|; the absolute max-diff when the reference is all zeros."""
-    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    diff = float(np.max(np.abs(ours - ref)))
-    scale = float(np.max(np.abs(ref)))
-    return diff / scale if scale > 0 else diff
 
 
 def compare(ours: dict, ref: dict, tol: float) -> tuple[list[str], str]:
