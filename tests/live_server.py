@@ -3,6 +3,7 @@ HTTP helpers that send paths exactly as written (no client tidies up ``..`` on t
 
 import http.client
 import json
+import pathlib
 import threading
 import time
 
@@ -14,6 +15,7 @@ class LiveServer:
     """The app for the runs in ``out`` on 127.0.0.1:<free port>, until stop()."""
 
     def __init__(self, out, limits=Limits()):
+        self.out = pathlib.Path(out)
         sock = bind("127.0.0.1", 0)
         self.port = sock.getsockname()[1]
         self.server = make_server(sock, out, None, limits)
