@@ -24,7 +24,7 @@ pytest.importorskip("uvicorn", reason="baby serve needs the serve extra: pip ins
 
 from live_server import LiveServer, read_event  # noqa: E402
 
-from littlebaby.api import load_run  # noqa: E402
+from littlebaby.api import generate, load_run, train  # noqa: E402
 from littlebaby.cli import main  # noqa: E402
 from littlebaby.kvcache import window_start  # noqa: E402
 from littlebaby.model import gpt_forward  # noqa: E402
@@ -130,6 +130,23 @@ def test_an_empty_seed_is_drawn_and_reported_so_the_text_can_be_reproduced(live,
     assert start["start_token"] and [t["text"] for t in start["tokens"]] == ["\n"]
     _, again = generated(live, guid, prompt="", max_tokens=25, seed=start["seed"])
     assert again["text"] == done["text"]
+
+
+def test_a_bpe_run_streams_the_text_baby_generate_writes(tmp_path):
+    """Byte-level BPE: a token may end inside a character, so pieces can be empty until the character is whole."""
+    (tmp_path / "t.txt").write_text("".join(f"ANNE: \u00e9t\u00e9 {n} \U0001f339 roses.\n" for n in range(60)),
+                                    encoding="utf-8")
+    run = train(data=str(tmp_path / "t.txt"), out=str(tmp_path), steps=2, quiet=True, tokenizer="bpe",
+                vocab_size=270, n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4)
+    live = LiveServer(tmp_path)
+    try:
+        events, done = generated(live, run.guid, prompt="ANNE: \U0001f339", max_tokens=30, seed=4)
+    finally:
+        live.stop()
+    expected = generate(run.guid, prompt="ANNE: \U0001f339", max_tokens=30, seed=4, out=str(tmp_path)).text
+    assert done["text"] == expected
+    pieces = "".join(data["piece"] for name, data in events if name == "token")
+    assert "ANNE: \U0001f339" + pieces + done["tail"] == expected
 
 
 def test_inspect_serves_the_numbers_gpt_forward_computes(live, guid, folder):

@@ -63,8 +63,10 @@ def attention_weights(block_cache):
 def trace(gpt, ids) -> Trace:
     """ids (T,) with T <= n_ctx -> Trace, in evaluation mode (no dropout). The loop is gpt_forward's."""
     params, config = gpt.params, gpt.config
-    idx = gpt._check_idx(np.asarray(ids, dtype=np.int64).reshape(1, -1))  # (1, T)
+    idx = np.asarray(ids, dtype=np.int64).reshape(1, -1)            # (1, T)
     T = idx.shape[1]
+    if not 1 <= T <= config.n_ctx:
+        raise ValueError(f"a trace covers 1 to n_ctx = {config.n_ctx} tokens, got {T}")
     tok, _ = token_embedding_forward(idx, params["wte"])            # (1, T, C)
     pos, _ = position_embedding_forward(T, params["wpe"], 0)        # (T, C)
     x = tok + pos                                                   # (1, T, C)

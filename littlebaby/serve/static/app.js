@@ -146,8 +146,8 @@ function drawLossCurve(report) {
   for (const [series, color] of [[train, "#2f6fd6"], [val, "#e0662f"]]) {
     root.append(svg("polyline", {points: points(series, W, H, M, box), fill: "none", stroke: color, "stroke-width": 2}));
   }
-  const label = (x, y, text, anchor = "start") => {
-    const t = svg("text", {x, y, "font-size": 11, fill: "#687086", "text-anchor": anchor});
+  const label = (x, y, text, anchor = "start", fill = "#687086") => {
+    const t = svg("text", {x, y, "font-size": 11, fill, "text-anchor": anchor});
     t.textContent = text;
     root.append(t);
   };
@@ -155,7 +155,9 @@ function drawLossCurve(report) {
   label(4, H - M, box.y0.toFixed(2));
   label(M, H - 10, "step " + box.x0);
   label(W - M, H - 10, "step " + box.x1, "end");
-  label(W - M, 16, "train (batch)  train  val", "end");
+  label(W - M - 150, 16, "train (batch)", "end", "#9db7e6");
+  label(W - M - 40, 16, "train (eval)", "end", "#2f6fd6");
+  label(W - M, 16, "val", "end", "#e0662f");
 }
 
 function drawConfig(detail) {
@@ -164,7 +166,8 @@ function drawConfig(detail) {
   const rows = {guid: detail.guid, kind: detail.kind, created: detail.created, tokenizer: detail.tokenizer.kind,
     ...detail.model, steps: detail.plan ? detail.plan.steps : "-", data: detail.data ? detail.data.source : "-"};
   if (detail.report) Object.assign(rows, {parameters: detail.report.num_params, "val loss": detail.report.final_val_loss});
-  for (const [key, value] of Object.entries(rows)) list.append(el("dt", {text: key}), el("dd", {text: String(value)}));
+  const format = (v) => (typeof v === "number" && !Number.isInteger(v) ? String(+v.toPrecision(4)) : String(v));
+  for (const [key, value] of Object.entries(rows)) list.append(el("dt", {text: key}), el("dd", {text: format(value)}));
 }
 
 // --- playground ---------------------------------------------------------------------------------------------
