@@ -3,6 +3,7 @@
     inspect.py   the numbers (NumPy and littlebaby only): attention weights, the distributions a token was
                  drawn from, the logit lens; computed by the model's own layers, never re-implemented
     app.py       the Starlette app: the runs, generation streamed as server-sent events, the inspections
+    protocol.py  what a request may hold (each bound a clear 4xx) and how answers and events are written
     server.py    binding the socket, uvicorn, Ctrl-C
     static/      the page: index.html, app.js, style.css (no build step, nothing from the network)
 

@@ -66,7 +66,8 @@ async function loadRuns() {
 
 function runRow(run) {
   if (run.error) {
-    return el("tr", {class: "unusable"}, [el("td", {text: run.guid.slice(0, 8)}), el("td", {colspan: 5, text: run.error})]);
+    return el("tr", {class: "unusable"},
+      [el("td", {text: run.guid.slice(0, 8)}), el("td", {colspan: 5, text: run.error})]);
   }
   const m = run.model, rep = run.report;
   const config = `${run.tokenizer.kind} V=${m.vocab_size} ctx=${m.n_ctx} emb=${m.n_emb} L=${m.n_layers} H=${m.n_heads}`
@@ -74,7 +75,7 @@ function runRow(run) {
   const steps = rep ? `${rep.steps}/${rep.planned_steps}` : "-";
   const val = rep && rep.final_val_loss != null ? rep.final_val_loss.toFixed(4) : "-";
   const spark = el("td");
-  if (rep && rep.evals.length) spark.append(sparkline(rep.evals.map((e) => e.val_loss)));
+  if (rep && rep.evals && rep.evals.length) spark.append(sparkline(rep.evals.map((e) => e.val_loss)));
   const row = el("tr", {title: run.guid, "data-guid": run.guid}, [
     el("td", {class: "mono", text: run.guid.slice(0, 8) + (run.guid.endsWith("_finetuned") ? "_finetuned" : "")}),
     el("td", {text: run.created.slice(0, 19).replace("T", " ")}), el("td", {text: config}),
@@ -142,9 +143,11 @@ function drawLossCurve(report) {
   const batch = report.loss.map((v, i) => [i + 1, v]);
   const train = report.evals.map((e) => [e.step, e.train_loss]), val = report.evals.map((e) => [e.step, e.val_loss]);
   const box = bounds(batch.concat(train, val));
-  root.append(svg("polyline", {points: points(batch, W, H, M, box), fill: "none", stroke: "#2f6fd6", "stroke-opacity": 0.3}));
+  root.append(svg("polyline",
+    {points: points(batch, W, H, M, box), fill: "none", stroke: "#2f6fd6", "stroke-opacity": 0.3}));
   for (const [series, color] of [[train, "#2f6fd6"], [val, "#e0662f"]]) {
-    root.append(svg("polyline", {points: points(series, W, H, M, box), fill: "none", stroke: color, "stroke-width": 2}));
+    root.append(svg("polyline",
+      {points: points(series, W, H, M, box), fill: "none", stroke: color, "stroke-width": 2}));
   }
   const label = (x, y, text, anchor = "start", fill = "#687086") => {
     const t = svg("text", {x, y, "font-size": 11, fill, "text-anchor": anchor});
@@ -165,7 +168,9 @@ function drawConfig(detail) {
   list.replaceChildren();
   const rows = {guid: detail.guid, kind: detail.kind, created: detail.created, tokenizer: detail.tokenizer.kind,
     ...detail.model, steps: detail.plan ? detail.plan.steps : "-", data: detail.data ? detail.data.source : "-"};
-  if (detail.report) Object.assign(rows, {parameters: detail.report.num_params, "val loss": detail.report.final_val_loss});
+  if (detail.report) {
+    Object.assign(rows, {parameters: detail.report.num_params, "val loss": detail.report.final_val_loss});
+  }
   const format = (v) => (typeof v === "number" && !Number.isInteger(v) ? String(+v.toPrecision(4)) : String(v));
   for (const [key, value] of Object.entries(rows)) list.append(el("dt", {text: key}), el("dd", {text: format(value)}));
 }
@@ -178,7 +183,8 @@ function numberOrNull(id) {
 }
 
 function readSettings() {
-  return {prompt: $("prompt").value, max_tokens: numberOrNull("max-tokens"), temperature: numberOrNull("temperature") ?? 1,
+  return {prompt: $("prompt").value, max_tokens: numberOrNull("max-tokens"),
+    temperature: numberOrNull("temperature") ?? 1,
     top_k: numberOrNull("top-k"), top_p: numberOrNull("top-p"), seed: numberOrNull("seed")};
 }
 
@@ -219,7 +225,8 @@ async function generate(event) {
         sampled += 1;
         if (sampled % 20 === 0) setStatus($("gen-status"), `generating... ${sampled} tokens`);
       } else if (name === "done") {
-        setStatus($("gen-status"), `done: ${sampled} tokens, ${Math.round(data.tokens_per_s)} tokens/s, seed ${$("seed").value}; `
+        setStatus($("gen-status"), `done: ${sampled} tokens, ${Math.round(data.tokens_per_s)} tokens/s, `
+          + `seed ${$("seed").value}; `
           + `saved as outputs/${data.saved}. Click a token to see why it came out.`);
       } else if (name === "stopped" || name === "error") {
         setStatus($("gen-status"), `${name}: ${data.message}`, name === "error");
@@ -334,15 +341,17 @@ async function mapPrompt() {
   state.head = Math.min(state.head, NH - 1);
   switches($("map-layers"), L, "layer");
   switches($("map-heads"), NH, "head");
-  setStatus($("map-status"), `${state.map.tokens.length} tokens` + (state.map.cropped ? ` (the last ${state.map.tokens.length}: `
+  const T = state.map.tokens.length;
+  setStatus($("map-status"), `${T} tokens` + (state.map.cropped ? ` (the last ${T}: `
     + `the first ${state.map.cropped} are outside the context window)` : "")
-    + ". Row t: how position t spreads its attention over positions 0..t.");
+    + ". Row t: how position t spreads its attention over positions 0..t, darkest where it looks most.");
   drawMap();
 }
 
 function switches(box, n, key) {
   box.replaceChildren(...Array.from({length: n}, (_, i) => {
-    const button = el("button", {type: "button", class: i === state[key] ? "on" : "", "data-index": i, text: String(i)});
+    const button = el("button",
+      {type: "button", class: i === state[key] ? "on" : "", "data-index": i, text: String(i)});
     button.addEventListener("click", () => { state[key] = i; switches(box, n, key); drawMap(); });
     return button;
   }));
@@ -365,8 +374,9 @@ function drawMap() {
     ctx.fillText(text, label / 2, label + (i + 0.5) * cell);   // queries down the side
   });
   for (let q = 0; q < T; q++) {
+    const most = Math.max(...weights[q].slice(0, q + 1));   // each row shaded relative to its largest weight
     for (let k = 0; k <= q; k++) {
-      ctx.fillStyle = `rgba(47, 111, 214, ${weights[q][k].toFixed(3)})`;
+      ctx.fillStyle = `rgba(47, 111, 214, ${(weights[q][k] / most).toFixed(3)})`;
       ctx.fillRect(label + k * cell, label + q * cell, cell - 1, cell - 1);
     }
   }
