@@ -121,31 +121,44 @@ class Generations:
         self.active = 0
         self.lock = threading.Lock()
 
-    def reserve(self):
+    def reserve(self) -> "Slot":
         with self.lock:
             if self.active >= self.limit:
                 raise HTTPError(429, f"{self.active} generations are running, the most this server runs at "
                                      f"once; stop one or wait for one to finish")
             self.active += 1
+        return Slot(self)
+
+
+class Slot:
+    """One generation's place among the running ones, given back once, by whichever end comes first."""
+
+    def __init__(self, generations):
+        self.generations = generations
+        self.held = True
 
     def release(self):
-        with self.lock:
-            self.active -= 1
+        with self.generations.lock:
+            if self.held:
+                self.held = False
+                self.generations.active -= 1
 
 
 class GenerationResponse(StreamingResponse):
-    """A stream whose generation slot is given back however it ends: finished, stopped, or disconnected."""
+    """A stream whose slot is given back however it ends. The stream itself gives it back when its last event
+    is out, before the response's end reaches the client (who may start the next generation at once); this
+    covers a client that leaves, whose stream is cancelled mid-way."""
 
-    def __init__(self, content, release):
+    def __init__(self, content, slot):
         super().__init__(content, media_type="text/event-stream",
                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        self.release = release
+        self.slot = slot
 
     async def __call__(self, scope, receive, send):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.release()
+            self.slot.release()
 
 
 def create_app(out=".", selected=None, limits=Limits(), stopping=None) -> Starlette:
@@ -181,10 +194,10 @@ def create_app(out=".", selected=None, limits=Limits(), stopping=None) -> Starle
         run = await anyio.to_thread.run_sync(runs.load, request.path_params["run"])
         settings = generation_settings(body, limits)
         ids = prompt_ids(run, settings["prompt"])
-        generations.reserve()
-        return GenerationResponse(stream(run, ids, settings), generations.release)
+        slot = generations.reserve()
+        return GenerationResponse(stream(run, ids, settings, slot), slot)
 
-    async def stream(run, ids, s):
+    async def stream(run, ids, s, slot):
         """Server-sent events: start, then one token per step, then done (or stopped, or error)."""
         rng = np.random.default_rng(s["seed"])
         steps = sample_ids(run.gpt, ids, s["max_tokens"], s["temperature"], s["top_k"], s["top_p"], rng)
@@ -216,6 +229,7 @@ def create_app(out=".", selected=None, limits=Limits(), stopping=None) -> Starle
             yield event("error", {"message": str(e)})
         finally:
             steps.close()
+            slot.release()
 
     async def inspect_token(request):
         body = await read_body(request, limits, ("ids", "position", "temperature", "top_k", "top_p"))
