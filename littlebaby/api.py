@@ -96,6 +96,15 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
     texts = sample_texts(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
                          np.random.default_rng(seed), cache, num_samples, stream)
     seconds = time.perf_counter() - start
+    return save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache,
+                           device_name)
+
+
+def save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache=True,
+                    device_name="cpu") -> Generation:
+    """Write the samples ``texts`` of run ``loaded`` as outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of
+    the settings (what ``generate`` and the playground of `baby serve` save)."""
+    num_samples = len(texts)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     text_path, json_path = loaded.paths.generation(stamp)
     for n in range(2, 1000):   # two generations in the same second keep both files

@@ -1,4 +1,4 @@
-"""`baby train | finetune | generate | runs`: parse the arguments, call littlebaby.api, print.
+"""`baby train | finetune | generate | info | runs | serve`: parse the arguments, call littlebaby.api, print.
 
 A BabyError is printed as one line, ``error: <message>``, on stderr, with the options it names turned into the
 flags that set them (``flag_advice``), and the exit code is 2.
@@ -31,6 +31,7 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby finetune last --data more.txt --steps 200
   baby runs                            list the runs in the current directory
   baby info last                       config, parameters by component, FLOPs, losses of a run
+  baby serve last                      a local page: stream generation, see why each token came out
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
@@ -149,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
     runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    serve = commands.add_parser("serve", help="a local web page: runs, streamed generation, why each token",
+                                description="Serve a page on this machine that lists the runs, streams "
+                                            "generation, and shows the distributions, attention and logit lens "
+                                            "behind every token (needs the serve extra).")
+    serve.add_argument("run", nargs="?", metavar="RUN", help="the run the page opens with (GUID, unique prefix, "
+                                                           "or last; default: pick one on the page)")
+    serve.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (8000; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                       help="address to listen on (127.0.0.1, this machine only; another address warns)")
+    serve.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
 
 
@@ -206,6 +218,18 @@ def resume_command(guid, out) -> str:
     return f"baby train --resume {guid}" + ("" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}")
 
 
+def serve_command(args) -> int:
+    """`baby serve`: the web server is an extra; without it, say what to install."""
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BabyError(f"baby serve needs the serve extra ({' and '.join(missing)} not installed): "
+                        f"pip install -e \".[serve]\"")
+    if not 0 <= args.port <= 65535:
+        raise BabyError(f"--port must be 0 to 65535, got {args.port}")
+    from littlebaby.serve.server import serve
+    return serve(args.run, args.out, args.host, args.port)
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets "?", not a crash
         if hasattr(stream, "reconfigure"):
@@ -243,6 +267,8 @@ def main(argv=None) -> int:
             print(report.info_text(api.load_run(args.run, args.out)))
         elif args.command == "runs":
             print(report.runs_table(args.out))
+        elif args.command == "serve":
+            return serve_command(args)
     except BabyError as e:
         print("error: " + " ".join(flag_advice(str(e), parser).split()), file=sys.stderr)   # one line, always
         return 2

@@ -68,13 +68,15 @@ def test_notebook_executes_top_to_bottom(tmp_path):
     assert "max |by hand - package| for head 0:" in outputs
     assert "positions 0-19 unchanged: True" in outputs and "positions 20+ changed:    True" in outputs
     assert "same text: True" in outputs
+    assert "trace logits == gpt_forward logits: True" in outputs   # section 9 shows the model's own numbers
     assert re.search(r"sum of sizes [\d,]+ == num_params\(config\) [\d,]+: True", outputs)
     assert not list(tmp_path.glob("configs")), "the notebook must write its run into its own temp dir"
     images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
               if "image/png" in out.get("data", {})]
-    # two attention maps, the loss curve, the temperature bars, the position similarities: all five must show,
-    # including those drawn after littlebaby.api.train has written a report
-    assert len(images) == 5, f"expected 5 figures in the executed notebook, got {len(images)}"
+    # two attention maps, the loss curve, the temperature bars, the position similarities, and section 9's
+    # attention of every head, sampled-from bars, logit lens and embedding PCA: all nine must show, including
+    # those drawn after littlebaby.api.train has written a report
+    assert len(images) == 9, f"expected 9 figures in the executed notebook, got {len(images)}"
 
 
 def test_layer_notes_exist_for_every_layer():
