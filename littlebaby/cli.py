@@ -1,4 +1,5 @@
-"""`baby train | finetune | generate | runs`: parse the arguments, call littlebaby.api, print.
+"""`baby train | finetune | generate | info | runs | import | export-original`: parse the arguments, call
+littlebaby.api, print.
 
 A BabyError is printed as one line, ``error: <message>``, on stderr, and the exit code is 2.
 """
@@ -25,6 +26,8 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby finetune last --data more.txt --steps 200
   baby runs                            list the runs in the current directory
   baby info last                       config, parameters by component, FLOPs, losses of a run
+  baby import TheLittleBaby/           bring in a run of the original notebook (v0.0.5-v0.0.9)
+  baby export-original last            write a run back in the original's v0.0.9 format
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
@@ -59,6 +62,10 @@ def add_training_options(p, finetune=False):
     switches.add_argument("--moe-aux-weight", type=float, metavar="F", help="load-balancing loss weight (0.01)")
     switches.add_argument("--weight-tying", action=argparse.BooleanOptionalAction, default=None,
                           help="the LM head reuses the token embedding (default off)")
+    switches.add_argument("--qkv-bias", action=argparse.BooleanOptionalAction, default=None,
+                          help="Q, K, V have a bias (default on; the original notebook's have none)")
+    switches.add_argument("--gate-bias", action=argparse.BooleanOptionalAction, default=None,
+                          help="the moh and moe gates have a bias (default on; the original's have none)")
     budget = p.add_argument_group("budget (one of; default %d steps)" % DEFAULT_STEPS)
     one = budget.add_mutually_exclusive_group()
     one.add_argument("--epochs", type=float, metavar="E", help="passes over the training split")
@@ -85,7 +92,7 @@ def add_training_options(p, finetune=False):
 
 TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr",
                   "c_sequence", "c_attention", "c_network", "n_experts", "moe_top_k", "moe_expansion",
-                  "moe_aux_weight", "weight_tying", "epochs",
+                  "moe_aux_weight", "weight_tying", "qkv_bias", "gate_bias", "epochs",
                   "steps", "max_time", "eval_every", "eval_batches", "warmup_steps", "min_lr", "weight_decay",
                   "grad_clip", "seed", "tokenizer", "vocab_size", "device")
 
@@ -133,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
     runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    imports = commands.add_parser("import", help="bring in a run of the original The Little Baby notebook",
+                                  description="Read a run of the original notebook (v0.0.5-v0.0.9: its JSON "
+                                              "config, tokenizer and model) into a new run here, with a new GUID. "
+                                              "Pickles are refused, never opened. See docs/IMPORT.md.")
+    imports.add_argument("path", metavar="PATH", help="the original's folder (configs/, tokenizers/, models/) or "
+                         "its models/model_<GUID>.json (or .weights)")
+    imports.add_argument("--corpus", metavar="FILE", help="the training text, to rebuild the vocabulary of a run "
+                         "older than v0.0.5 (which has no tokenizer file)")
+    imports.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                         help="float32 (default, what the original computes with once loaded) or float64 (the "
+                              "stored numbers exactly)")
+    imports.add_argument("--out", default=".", metavar="DIR", help="where to write the new run (default .)")
+
+    export = commands.add_parser("export-original", help="write a run in the original notebook's v0.0.9 format",
+                                 description="Write a run as the original notebook's configs/, tokenizers/ and "
+                                             "models/ JSON files, named by the run's GUID. Refused for what the "
+                                             "original does not have (sparse experts, Q, K, V or gate biases, BPE).")
+    export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    export.add_argument("--to", default="original", metavar="DIR", help="folder to write to (default original)")
+    export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
 
 
@@ -199,6 +227,13 @@ def main(argv=None) -> int:
             print(report.info_text(api.load_run(args.run, args.out)))
         elif args.command == "runs":
             print(report.runs_table(args.out))
+        elif args.command == "import":
+            run = api.import_original(args.path, out=args.out, corpus=args.corpus, dtype=args.dtype)
+            print(report.import_summary(run, api.out_flag(args.out)))
+        elif args.command == "export-original":
+            model = api.export_original(args.run, out=args.out, to=args.to)
+            print(f"wrote the run in the original's v0.0.9 format: {model}, with its config and tokenizer in "
+                  f"{model.parent.parent / 'configs'} and {model.parent.parent / 'tokenizers'}")
     except BabyError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, always
         return 2

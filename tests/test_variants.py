@@ -102,6 +102,12 @@ SWITCHES = dict(c_sequence=["pre", "post"], c_attention=["mha", "moh"], c_networ
                 moe_top_k=[0, 2], weight_tying=[False, True])
 COMBINATIONS = [dict(zip(SWITCHES, values)) for values in itertools.product(*SWITCHES.values())
                 if not (values[2] == "mlp" and values[3] == 2)]  # top_k means nothing without experts
+# without the Q, K, V and gate biases, as the original notebook's models are (docs/IMPORT.md), on each mixer,
+# network and norm order
+ORIGINAL_VARIANTS = [dict(qkv_bias=False, gate_bias=False),
+                     dict(c_attention="moh", c_network="moe", qkv_bias=False, gate_bias=False),
+                     dict(c_sequence="post", c_attention="moh", qkv_bias=False),
+                     dict(c_network="moe", moe_top_k=2, gate_bias=False)]
 TINY = dict(vocab_size=11, n_ctx=8, n_emb=12, head_size=16, n_heads=4, n_layers=2, batch_size=3, n_experts=3,
             moe_expansion=2, moe_aux_weight=0.05)
 
@@ -116,7 +122,8 @@ def nontrivial_gpt(variant, dtype="float64", dropout=0.0):
     return gpt
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS,
+                         ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_whole_model_gradients_for_every_combination(variant):
     gpt = nontrivial_gpt(variant, dropout=0.1)
     rng = np.random.default_rng(5)
@@ -132,7 +139,8 @@ def test_whole_model_gradients_for_every_combination(variant):
     assert max(errors.values()) < TOLERANCE, {k: v for k, v in errors.items() if v >= TOLERANCE}
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS,
+                         ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_every_combination_trains(variant):
     gpt = GPT(Config(**TINY, **variant, dropout=0.0, lr=1e-2), seed=1)
     rng = np.random.default_rng(0)
@@ -145,6 +153,18 @@ def test_every_combination_trains(variant):
         opt.step(gpt.params, grads)
         losses.append(loss)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("variant", ORIGINAL_VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_switched_off_biases_are_absent_and_counted(variant):
+    config = Config(**TINY, **variant)
+    gpt = GPT(config)
+    names = {name.split(".", 2)[-1] for name in gpt.params}
+    assert ("attn.b_qkv" in names) == config.qkv_bias
+    assert not ({"attn.b_gate", "moe.b_gate"} & names) or config.gate_bias
+    assert num_params(config) == sum(p.size for p in gpt.params.values())
+    with_biases = Config(**TINY, **{**variant, "qkv_bias": True, "gate_bias": True})
+    assert num_params(config) < num_params(with_biases)
 
 
 def test_weight_tying_shares_one_array():
