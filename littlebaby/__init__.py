@@ -5,12 +5,16 @@ Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby
 
 The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only. The workflow
 functions below mirror the ``baby`` commands. Note that ``littlebaby.train`` and ``littlebaby.generate`` are these
-functions; their modules are reached with ``from littlebaby.train import ...``.
+functions; their modules are reached with ``from littlebaby.train import ...``. ``import_original`` and
+``export_original`` read and write the runs of the original The Little Baby notebook (``littlebaby.interop``).
 """
 
 __version__ = "0.1.0"
 
-from littlebaby.api import Generation, Run, finetune, generate, load_run, resume_run, train  # noqa: E402
+from littlebaby.api import (  # noqa: E402
+    Generation, Run, export_original, finetune, generate, import_original, load_run, resume_run, train,
+)
 from littlebaby.train import TrainConfig  # noqa: E402
 
-__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "Run", "Generation", "TrainConfig"]
+__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "import_original", "export_original", "Run",
+           "Generation", "TrainConfig"]
