@@ -267,14 +267,15 @@ def import_original(path, out=".", corpus=None, dtype="float32") -> Run:
     checkpoint.save_model(paths.model, params, config.to_dict(), guid)
     tokenizer.save(paths.tokenizer)
     epochs = found.settings.get("num_epochs")
-    valid_epochs = type(epochs) in (int, float) and epochs > 0
+    epochs = float(epochs) if type(epochs) in (int, float) and epochs > 0 else None
+    data = {"source": "the original's training text (not part of its run)"}
+    if corpus is not None:
+        data["vocabulary_from"] = str(pathlib.Path(corpus).resolve())
     import littlebaby
     record = RunRecord(
         version=littlebaby.__version__, guid=guid, kind="import", parent=None, created=utc_now(), seed=0,
-        model=config.to_dict(), training=TrainConfig(epochs=float(epochs) if valid_epochs else None).to_dict(),
-        plan={}, tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
-        data={"source": "the original's training text (not part of its run)"}
-        | ({"vocabulary_from": str(pathlib.Path(corpus).resolve())} if corpus is not None else {}),
+        model=config.to_dict(), training=TrainConfig(epochs=epochs).to_dict(), plan={},   # nothing trained here
+        tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, data=data,
         source={"format": "the-little-baby-original", "version": found.version, "guid": found.files.guid,
                 "path": str(found.files.model.resolve()), "settings": found.settings})
     atomic_write_json(paths.config, record.to_dict())

@@ -28,6 +28,7 @@ from littlebaby.data import read_text
 from littlebaby.errors import BabyError
 from littlebaby.model import Config, num_params, param_shapes
 from littlebaby.runs import read_json
+from littlebaby.tokenizers.base import require_str
 
 SETTINGS = ("c_sequence", "c_attention", "c_network", "n_ctx", "n_emb", "dropout", "head_size", "n_heads",
             "n_layers", "num_epochs", "batch_size", "lr")      # a v0.0.9 config's keys, in the order it writes them
@@ -36,7 +37,7 @@ ARCHITECTURES = {"c_sequence": ("pre", "post"), "c_attention": ("mha", "moh"), "
 ORIGINAL_EXPERTS = 4          # the original always builds 4 experts of hidden width 4 * n_emb (its load() too)
 BYTES_PER_NUMBER = 64         # json.dump(indent=4) of a float64: <= 24 characters, 12 spaces of indent, ",\n"
 SMALL_FILE_LIMIT = 64 << 20   # a config, a tokenizer or a report is far smaller
-MODEL_NAME = re.compile(r"(?:model_)?(?P<guid>[0-9a-fA-F][0-9a-fA-F-]*(?:_finetuned)?)\.(?P<ext>json|weights)")
+MODEL_NAME = re.compile(r"model_(?P<guid>[0-9a-fA-F][0-9a-fA-F-]*(?:_finetuned)?)\.(?:json|weights)")
 KEY_NAME = re.compile(r"(wte|wpe|lm_head)_(weight|bias)|ln_f_(gamma|beta)|block_\d+_[a-z0-9_]+")
 
 
@@ -105,8 +106,8 @@ def locate(path) -> Files:
     refuse_foreign(model)
     match = MODEL_NAME.fullmatch(model.name)
     if match is None:
-        raise BabyError(f"{model.name} is not named like a model of the original (model_<GUID>.json, or .weights "
-                        f"before v0.0.7): the GUID in the name finds its config and tokenizer")
+        raise BabyError(f"{model.name} is not named like a model of the original (model_<GUID>.json, or "
+                        f"model_<GUID>.weights in v0.0.5): the GUID in the name finds its config and tokenizer")
     guid = match["guid"]
     root = model.parent.parent if model.parent.name == "models" else model.parent
     config = first_file([model.parent / f"config_{guid}.json", root / "configs" / f"config_{guid}.json",
@@ -212,6 +213,8 @@ def read_vocab(files, corpus=None) -> list[str]:
     if not (isinstance(vocab, list) and vocab and all(isinstance(c, str) and len(c) == 1 for c in vocab)):
         raise BabyError(f"{files.tokenizer} is not a tokenizer of the original: it needs \"vocab\", a list of "
                         f"single characters")
+    for i, c in enumerate(vocab):
+        require_str(c, f"{files.tokenizer}: vocab[{i}]")   # a lone surrogate is not a character
     if len(set(vocab)) != len(vocab) or data.get("vocab_size", len(vocab)) != len(vocab):
         raise BabyError(f"{files.tokenizer} lists {len(vocab)} characters ({len(set(vocab))} distinct) but says "
                         f"vocab_size {data.get('vocab_size')}; the file is damaged")
