@@ -24,7 +24,7 @@ from littlebaby.nn.backend import array_module, to_host
 from littlebaby.optim import AdamW, clip_grad_norm
 from littlebaby.runs import RunPaths
 from test_train import TEXT, TINY, interrupt_at
-from test_variants import COMBINATIONS
+from test_variants import COMBINATIONS, ORIGINAL_VARIANTS
 
 VARIANT_SHAPE = dict(vocab_size=11, n_ctx=8, n_emb=12, head_size=16, n_heads=4, n_layers=2, batch_size=3,
                      n_experts=3, moe_expansion=2, moe_aux_weight=0.05)
@@ -79,7 +79,7 @@ def check_model_on_device(xp, array_type, variant, rtol, atol):
     np.testing.assert_allclose(to_host(on_device.forward(idx)), host.forward(idx), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_the_model_on_the_device_computes_what_numpy_computes(fake, variant):
     """Every combination of switches. The fake device computes with NumPy itself, so only the embedding
     gradient's summation order (CuPy has no ``reduceat``; the scatter-add twin runs) can differ."""

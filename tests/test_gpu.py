@@ -11,7 +11,7 @@ from littlebaby.model import GPT, Config
 from littlebaby.nn.backend import to_host
 from littlebaby.optim import AdamW
 from test_device import VARIANT_SHAPE, check_model_on_device, variant_id
-from test_variants import COMBINATIONS
+from test_variants import COMBINATIONS, ORIGINAL_VARIANTS
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def cupy():
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_gradients_on_the_gpu_match_numpy(cupy, variant):
     """float64: the GPU sums in another order, so agreement is to rounding (1e-10), not bit for bit."""
     check_model_on_device(cupy, cupy.ndarray, variant, rtol=1e-10, atol=1e-13)

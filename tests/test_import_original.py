@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from littlebaby import api
+from conftest import TINY_RUN_FLAGS, TINY_RUN_TEXT
 from littlebaby.cli import main
 from littlebaby.errors import BabyError
 from littlebaby.interop import original
@@ -294,6 +295,20 @@ def test_a_tied_bias_free_run_exports_and_comes_back_with_the_same_logits(tmp_pa
     ids = np.array([[0, 5, 2, 3]])
     assert np.array_equal(back.gpt.forward(ids), gpt.forward(ids))   # the untied copy of wte computes the same
     assert back.gpt.config.weight_tying is False
+
+
+def test_a_run_trained_without_biases_exports_and_comes_back_with_the_same_logits(tmp_path):
+    (tmp_path / "text.txt").write_text(TINY_RUN_TEXT, encoding="utf-8")
+    assert main(["train", "--data", str(tmp_path / "text.txt"), "--steps", "3", "--quiet", "--out", str(tmp_path),
+                 *TINY_RUN_FLAGS, "--c-attention", "moh", "--no-qkv-bias", "--no-gate-bias",
+                 "--c-network", "moe"]) == 0
+    trained = api.load_run("last", tmp_path)
+    assert "blocks.0.attn.b_qkv" not in trained.gpt.params and "blocks.0.moe.b_gate" not in trained.gpt.params
+    assert main(["export-original", trained.guid[:8], "--out", str(tmp_path), "--to", str(tmp_path / "back")]) == 0
+    back = api.import_original(tmp_path / "back", out=tmp_path / "again")
+    ids = trained.tokenizer.encode("ANNE:\nI h")[None, :8]
+    assert np.array_equal(back.gpt.forward(ids), trained.gpt.forward(ids))
+    assert back.tokenizer.chars == trained.tokenizer.chars
 
 
 def test_a_default_run_is_refused_with_nothing_written(trained, tmp_path, capsys):
