@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "models/ JSON files, named by the run's GUID. Refused for what the "
                                              "original does not have (sparse experts, Q, K, V or gate biases, BPE).")
     export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
-    export.add_argument("--to", default="original", metavar="DIR", help="folder to write to (default original)")
+    export.add_argument("--to", default="original", metavar="DIR",
+                        help="folder to write to (default: original, in the current directory)")
     export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
 
