@@ -5,7 +5,8 @@ Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby
 
 The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only, and importing
 it imports nothing else: the workflow names below, which mirror the ``baby`` commands and need safetensors, tqdm
-and matplotlib, are loaded on first use (PEP 562).
+and matplotlib, are loaded on first use (PEP 562). ``import_original`` and ``export_original`` read and
+write the runs of the original The Little Baby notebook (``littlebaby.interop``).
 
     import littlebaby
     run = littlebaby.train(data="input.txt", steps=500)      # loads littlebaby.api here, not at import
@@ -19,6 +20,7 @@ WORKFLOW = {   # name -> the module that defines it
     "train": "littlebaby.api", "finetune": "littlebaby.api", "generate": "littlebaby.api",
     "load_run": "littlebaby.api", "resume_run": "littlebaby.api", "Run": "littlebaby.api",
     "Generation": "littlebaby.api", "TrainConfig": "littlebaby.training",
+    "import_original": "littlebaby.api", "export_original": "littlebaby.api",
 }
 __all__ = list(WORKFLOW)
 

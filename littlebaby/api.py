@@ -4,6 +4,8 @@
     run = finetune(run.guid, data="more.txt", steps=100, out="work")   # -> Run "<guid>_finetuned"
     generate("last", prompt="ROMEO:", max_tokens=200, out="work")     # -> Generation, text also streamed
     run = load_run("last", out="work"); run.gpt, run.tokenizer, run.report
+    run = import_original("TheLittleBaby/", out="work")              # a run of the original notebook -> Run
+    export_original(run.guid, out="work", to="back")                  # and back, in its v0.0.9 format
 
 Options use the seed's names with underscores (``n_ctx``, ``batch_size``, ``max_time``): model shape and
 learning rate go to ``littlebaby.model.Config``, the rest to ``littlebaby.training.TrainConfig``. This module
@@ -12,19 +14,21 @@ turns options into those configs; littlebaby.lifecycle starts, resumes and saves
 
 import dataclasses
 import datetime
+import math
 import pathlib
 import time
 
 import numpy as np
 
+from littlebaby import checkpoint, device, lifecycle
 from littlebaby import config as configlib
-from littlebaby import device, lifecycle
 from littlebaby.errors import BabyError
-from littlebaby.files import atomic_write_json, atomic_write_text, read_json
-from littlebaby.sampling import sample_texts
+from littlebaby.files import atomic_file, atomic_write_json, atomic_write_text, read_json
 from littlebaby.lifecycle import Run, load_run
-from littlebaby.model import Config
-from littlebaby.runs import utc_now
+from littlebaby.model import GPT, Config
+from littlebaby.runs import RunPaths, RunRecord, make_out_dirs, new_guid, utc_now
+from littlebaby.sampling import sample_texts
+from littlebaby.tokenizers import CharTokenizer
 from littlebaby.training import TrainConfig
 
 MODEL_KEYS = tuple(f.name for f in configlib.options(Config))       # vocab_size is the tokenizer's
@@ -32,7 +36,8 @@ FINETUNE_MODEL_KEYS = tuple(f.name for f in configlib.options(Config) if configl
 TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig))
 PARENT_TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig) if not configlib.finetune_sets(TrainConfig, f))
 
-__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "train_configs", "Run", "Generation"]
+__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "train_configs", "import_original",
+           "export_original", "Run", "Generation"]
 
 
 @dataclasses.dataclass
@@ -119,6 +124,62 @@ def save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top
                                   "cache": cache, "num_samples": num_samples, "device": device_name,
                                   "seconds": seconds, "tokens_per_s": tokens_per_s, "created": utc_now()})
     return Generation(texts[0], text_path, tokens_per_s, texts)
+
+
+def import_original(path, out=".", corpus=None, dtype="float32") -> Run:
+    """Bring in a run of the original The Little Baby notebook (v0.0.5 to v0.0.9) as a new run of ours, with a new
+    GUID and the original's recorded as its ``source``; it then generates, finetunes and is exported like any
+    other. ``path``: the original's folder (configs/, tokenizers/, models/) or its model file. ``corpus``: the
+    training text, for runs older than v0.0.5 that have no tokenizer file. ``dtype``: float32 (what the original
+    itself computes with after loading) or float64 (the stored numbers exactly). Every file is read and checked
+    before anything is written. See docs/IMPORT.md."""
+    from littlebaby.interop import original   # the format code lives outside the core and the workflow
+    if dtype not in ("float32", "float64"):
+        raise BabyError(f"--dtype must be float32 or float64, got {dtype!r}")
+    found = original.read_original(path, corpus)
+    config, params = original.to_littlebaby(found, dtype)
+    gpt = GPT.from_params(config, params)
+    tokenizer = CharTokenizer(found.vocab)
+    guid = new_guid()
+    paths = RunPaths(pathlib.Path(out), guid)
+    make_out_dirs(out)
+    checkpoint.save_model(paths.model, params, config.to_dict(), guid)
+    tokenizer.save(paths.tokenizer)
+    epochs = found.settings.get("num_epochs")
+    epochs = float(epochs) if type(epochs) in (int, float) and epochs > 0 else None
+    data = {"source": "the original's training text (not part of its run)"}
+    if corpus is not None:
+        data["vocabulary_from"] = str(pathlib.Path(corpus).resolve())
+    import littlebaby
+    record = RunRecord(
+        version=littlebaby.__version__, guid=guid, kind="import", parent=None, created=utc_now(), seed=0,
+        model=config.to_dict(), training=TrainConfig(epochs=epochs).to_dict(), plan={},   # nothing trained here
+        tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, data=data,
+        source={"format": "the-little-baby-original", "version": found.version, "guid": found.files.guid,
+                "path": str(found.files.model.resolve()), "settings": found.settings})
+    atomic_write_json(paths.config, record.to_dict())
+    return Run(guid, paths, record, gpt, tokenizer)
+
+
+def export_original(run, out=".", to="original") -> pathlib.Path:
+    """Write ``run`` in the original notebook's v0.0.9 format under ``to`` (configs/, tokenizers/, models/, named
+    by the run's GUID) and return the model file's path. Refused, saying why, for a run the original cannot
+    represent (sparse experts, Q, K, V or gate biases, a BPE tokenizer); nothing is written then."""
+    from littlebaby.interop import original
+    loaded = load_run(run, out)
+    if loaded.tokenizer.kind != "char":
+        raise BabyError(f"run {loaded.guid} uses a {loaded.tokenizer.kind} tokenizer; the original has only the "
+                        f"character tokenizer (train with --tokenizer char)")
+    epochs = loaded.record.training.get("epochs")
+    settings, tokenizer, items = original.from_littlebaby(loaded.gpt.config, loaded.gpt.params,
+                                                          loaded.tokenizer.chars, max(1, math.ceil(epochs or 1)))
+    to = pathlib.Path(to)
+    model = to / "models" / f"model_{loaded.guid}.json"
+    for path, pairs in ((model, items), (to / "tokenizers" / f"tokenizer_{loaded.guid}.json", tokenizer.items()),
+                        (to / "configs" / f"config_{loaded.guid}.json", settings.items())):
+        with atomic_file(path) as f:
+            original.write_json(f, pairs)
+    return model
 
 
 def merge_options(config, options) -> dict:

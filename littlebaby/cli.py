@@ -1,4 +1,5 @@
-"""`baby train | finetune | generate | info | runs | serve`: parse the arguments, call littlebaby.api, print.
+"""`baby train | finetune | generate | info | runs | serve | import | export-original`: parse the arguments,
+call littlebaby.api, print.
 
 A BabyError is printed as one line, ``error: <message>``, on stderr, with the options it names turned into the
 flags that set them (``flag_advice``), and the exit code is 2.
@@ -32,6 +33,8 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby runs                            list the runs in the current directory
   baby info last                       config, parameters by component, FLOPs, losses of a run
   baby serve last                      a local page: stream generation, see why each token came out
+  baby import TheLittleBaby/           bring in a run of the original notebook (v0.0.5-v0.0.9)
+  baby export-original last            write a run back in the original's v0.0.9 format
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
@@ -161,6 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                        help="address to listen on (127.0.0.1, this machine only; another address warns)")
     serve.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    imports = commands.add_parser("import", help="bring in a run of the original The Little Baby notebook",
+                                  description="Read a run of the original notebook (v0.0.5-v0.0.9: its JSON "
+                                              "config, tokenizer and model) into a new run here, with a new GUID. "
+                                              "Pickles are refused, never opened. See docs/IMPORT.md.")
+    imports.add_argument("path", metavar="PATH", help="the original's folder (configs/, tokenizers/, models/) or "
+                         "its models/model_<GUID>.json (or .weights)")
+    imports.add_argument("--corpus", metavar="FILE", help="the training text, to rebuild the vocabulary of a run "
+                         "older than v0.0.5 (which has no tokenizer file)")
+    imports.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                         help="float32 (default, what the original computes with once loaded) or float64 (the "
+                              "stored numbers exactly)")
+    imports.add_argument("--out", default=".", metavar="DIR", help="where to write the new run (default .)")
+
+    export = commands.add_parser("export-original", help="write a run in the original notebook's v0.0.9 format",
+                                 description="Write a run as the original notebook's configs/, tokenizers/ and "
+                                             "models/ JSON files, named by the run's GUID. Refused for what the "
+                                             "original does not have (sparse experts, Q, K, V or gate biases, BPE).")
+    export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    export.add_argument("--to", default="original", metavar="DIR",
+                        help="folder to write to (default: original, in the current directory)")
+    export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
 
 
@@ -212,6 +237,11 @@ def flag_advice(message: str, parser) -> str:
         return f"{flag} {value.strip(chr(39))}"
 
     return OPTION_NAME.sub(as_flag, message)
+
+
+def out_flag(out) -> str:
+    """" --out DIR" for a command to print, or "" for the current directory."""
+    return "" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}"
 
 
 def resume_command(guid, out) -> str:
@@ -269,6 +299,13 @@ def main(argv=None) -> int:
             print(report.runs_table(args.out))
         elif args.command == "serve":
             return serve_command(args)
+        elif args.command == "import":
+            run = api.import_original(args.path, out=args.out, corpus=args.corpus, dtype=args.dtype)
+            print(report.import_summary(run, out_flag(args.out)))
+        elif args.command == "export-original":
+            model = api.export_original(args.run, out=args.out, to=args.to)
+            print(f"wrote the run in the original's v0.0.9 format: {model}, with its config and tokenizer in "
+                  f"{model.parent.parent / 'configs'} and {model.parent.parent / 'tokenizers'}")
     except BabyError as e:
         print("error: " + " ".join(flag_advice(str(e), parser).split()), file=sys.stderr)   # one line, always
         return 2

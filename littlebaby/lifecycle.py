@@ -139,6 +139,9 @@ def resume_run(run, out=".", device_name=None, quiet=False, on_step=None) -> Run
     guid = resolve_run(run, out)
     paths = RunPaths(pathlib.Path(out), guid)
     record = load_record(out, guid)
+    if record.kind == "import":
+        raise BabyError(f"run {guid} was imported from the original, not trained here, so there is nothing to "
+                        f"resume; to train it further: baby finetune {guid} --data FILE")
     tc = TrainConfig.from_dict(record.training)
     if device_name is not None:
         tc = dataclasses.replace(tc, device=device_name)

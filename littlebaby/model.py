@@ -9,7 +9,8 @@ Parameters (a plain dict of arrays, weights stored (in, out)):
     ln_f.w, ln_f.b (C,)                    lm_head.w (C, V), lm_head.b (V,)
 The switches change this list (``param_shapes`` gives each variant's): mixture of heads adds attn.w_gate
 (C, NH) and attn.b_gate (NH,) and projects from hs; experts replace mlp.* with moe.* stacked per expert;
-weight tying drops lm_head.w.
+weight tying drops lm_head.w; ``qkv_bias = False`` drops attn.b_qkv and ``gate_bias = False`` the gates' b_gate
+(the layout of the original notebook, see docs/IMPORT.md).
 
 Activations cached by one training forward (what the backward keeps alive), per layer:
     ln_1, ln_2: xhat (B, T, C) and rstd (B, T, 1);   attn: input (B, T, C), qkv (B, T, 3H),
@@ -83,6 +84,10 @@ class Config(configlib.TypedConfig):
                                    within="[0, inf)", group="switches")
     weight_tying: bool = option(False, "the LM head reuses the token embedding: lm_head.w is wte transposed",
                                 group="switches")
+    qkv_bias: bool = option(True, "Q, K, V have a bias attn.b_qkv (off: none, as in the original notebook)",
+                            group="switches")
+    gate_bias: bool = option(True, "the gates of mixture of heads and of experts have a bias (off: none)",
+                             group="switches")
 
     def validate(self):
         """Types and intervals (littlebaby.config), then the checks that tie fields together."""
@@ -112,6 +117,8 @@ def param_shapes(config):
         NE, F = config.n_experts, config.moe_expansion * C
         block.update({"moe.w_gate": (C, NE), "moe.b_gate": (NE,), "moe.w_fc": (NE, C, F), "moe.b_fc": (NE, F),
                       "moe.w_proj": (NE, F, C), "moe.b_proj": (NE, C)})
+    for name in switched_off_biases(config):
+        block.pop(name, None)  # the gates' biases are in the list whether or not the variant has a gate
     for i in range(config.n_layers):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
     shapes.update({"ln_f.w": (C,), "ln_f.b": (C,)})
@@ -119,6 +126,12 @@ def param_shapes(config):
         shapes["lm_head.w"] = (C, V)
     shapes["lm_head.b"] = (V,)
     return shapes
+
+
+def switched_off_biases(config):
+    """The block biases the config leaves out (short names): ``qkv_bias = False`` drops attn.b_qkv,
+    ``gate_bias = False`` the gates' attn.b_gate and moe.b_gate. The original notebook has neither."""
+    return (() if config.qkv_bias else ("attn.b_qkv",)) + (() if config.gate_bias else ("attn.b_gate", "moe.b_gate"))
 
 
 def init_params(config, rng):
@@ -141,10 +154,21 @@ def init_params(config, rng):
 
 
 def block_params(params, config, i):
-    """The parameters of block i under their short names (``ln_1.w``): no copies, the same arrays."""
+    """The parameters of block i under their short names (``ln_1.w``): no copies, the same arrays.
+
+    A bias the config leaves out (``switched_off_biases``) is given as zeros: ``x @ w + 0`` is ``x @ w`` exactly,
+    so the layers need no second path, and its gradient, which the block's backward still returns, is dropped by
+    ``gpt_backward`` (gradients keep exactly the keys of the parameters).
+    """
     names = ("ln_1.w", "ln_1.b", "ln_2.w", "ln_2.b") + MIXER_PARAMS[config.c_attention] + \
         NETWORK_PARAMS[config.c_network]
-    return {name: params[f"blocks.{i}.{name}"] for name in names}
+    absent = [name for name in switched_off_biases(config) if name in names]
+    p = {name: params[f"blocks.{i}.{name}"] for name in names if name not in absent}
+    if absent:
+        xp, dtype = array_module(params["wte"]), params["wte"].dtype
+        width = {"attn.b_qkv": 3 * config.head_size, "attn.b_gate": config.n_heads, "moe.b_gate": config.n_experts}
+        p.update({name: xp.zeros(width[name], dtype) for name in absent})  # (3H,), (NH,) or (NE,)
+    return p
 
 
 def head_weight(params, config):
@@ -299,24 +323,24 @@ def num_params(config):
     """The exact parameter count, written out part by part (F = 4C; for experts Fe = moe_expansion * C):
 
         embeddings      V*C + n_ctx*C
-        per block       4C (two LayerNorms) + C*3H + 3H (Q, K, V)
+        per block       4C (two LayerNorms) + C*3H + 3H (Q, K, V; the 3H bias absent when qkv_bias is off)
           mha           + H*C + C (output projection)
-          moh           + C*NH + NH (gate) + hs*C + C (projection from one head's width)
+          moh           + C*NH + NH (gate; NH absent when gate_bias is off) + hs*C + C (projection from one head)
           mlp           + C*F + F + F*C + C
-          moe           + C*NE + NE (gate) + NE * (C*Fe + Fe + Fe*C + C)
+          moe           + C*NE + NE (gate; NE absent when gate_bias is off) + NE * (C*Fe + Fe + Fe*C + C)
         final           2C (ln_f) + C*V (head, absent when tied to wte) + V (head bias)
     """
     V, C, H, NH, L = config.vocab_size, config.n_emb, config.head_size, config.n_heads, config.n_layers
-    per_block = 4 * C + C * 3 * H + 3 * H
+    per_block = 4 * C + C * 3 * H + (3 * H if config.qkv_bias else 0)
     if config.c_attention == "mha":
         per_block += H * C + C
     else:
-        per_block += C * NH + NH + (H // NH) * C + C
+        per_block += C * NH + (NH if config.gate_bias else 0) + (H // NH) * C + C
     if config.c_network == "mlp":
         per_block += 2 * C * 4 * C + 4 * C + C
     else:
         NE, Fe = config.n_experts, config.moe_expansion * C
-        per_block += C * NE + NE + NE * (2 * C * Fe + Fe + C)
+        per_block += C * NE + (NE if config.gate_bias else 0) + NE * (2 * C * Fe + Fe + C)
     head = (0 if config.weight_tying else C * V) + V
     return V * C + config.n_ctx * C + L * per_block + 2 * C + head
 

@@ -119,7 +119,8 @@ def runs_table(out) -> str:
         record = load_record(out, guid)
         m = record.model
         summary = (f"{record.tokenizer.get('kind', '?')} V={m['vocab_size']} ctx={m['n_ctx']} emb={m['n_emb']} "
-                   f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else ""))
+                   f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else "")
+                   + (f" imported from {record.source.get('guid', '?')[:8]}" if record.source else ""))
         report_path = RunPaths(pathlib.Path(out), guid).report_json
         steps, val = "-", "-"
         if report_path.exists():
@@ -132,6 +133,16 @@ def runs_table(out) -> str:
         return f"no runs in {out}"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def import_summary(run, out_flag: str) -> str:
+    """What ``baby import`` prints: where the run came from, its files, what to do next."""
+    source = run.record.source
+    lines = [f"imported run {source['guid']} of the original ({source['version']}) as run {run.guid}",
+             *(f"  {p}" for p in (run.paths.config, run.paths.model, run.paths.tokenizer)),
+             f"next: baby generate {run.guid[:8]}{out_flag} --prompt \"...\"   or   baby finetune {run.guid[:8]}"
+             f"{out_flag} --data FILE"]
+    return "\n".join(lines)
 
 
 def params_by_component(config) -> dict:
@@ -149,11 +160,15 @@ def params_by_component(config) -> dict:
 def info_text(run) -> str:
     """``baby info RUN``: the config, parameters by component, FLOPs per token and the losses of a loaded run."""
     gpt, record = run.gpt, run.record
+    sizes = (f" ({record.data['chars']:,} characters, {record.data.get('tokens', 0):,} tokens)"
+             if "chars" in record.data else "")
     lines = [f"run {run.guid} ({record.kind}{', from ' + record.parent if record.parent else ''}), "
-             f"created {record.created[:19].replace('T', ' ')} UTC",
-             f"data: {record.data.get('source')} ({record.data.get('chars', 0):,} characters, "
-             f"{record.data.get('tokens', 0):,} tokens); tokenizer: {record.tokenizer.get('kind')} "
-             f"V={gpt.config.vocab_size}", "", "model:"]
+             f"created {record.created[:19].replace('T', ' ')} UTC"]
+    if record.source:
+        lines.append(f"source: run {record.source.get('guid')} of the original The Little Baby notebook "
+                     f"({record.source.get('version')}), {record.source.get('path')}")
+    lines += [f"data: {record.data.get('source')}{sizes}; tokenizer: {record.tokenizer.get('kind')} "
+              f"V={gpt.config.vocab_size}", "", "model:"]
     lines += [f"  {key:<15} {value}" for key, value in gpt.config.to_dict().items()]
     lines += ["", "parameters:"]
     counts = params_by_component(gpt.config)

@@ -61,7 +61,7 @@ class RunRecord(configlib.TypedConfig):
 
     version: str                              # littlebaby version that made the run
     guid: str                                 # the run id G (a finetune's ends in _finetuned)
-    kind: Literal["train", "finetune"]        # how the run started
+    kind: Literal["train", "finetune", "import"]   # how the run started (import: baby import of another's run)
     parent: str | None                        # the run a finetune started from, else None
     created: str                              # UTC time the run started, ISO 8601 with microseconds
     seed: int                                 # the seed of init, dropout, batches
@@ -70,6 +70,7 @@ class RunRecord(configlib.TypedConfig):
     plan: dict                                # littlebaby.training.Plan as a dict (steps, schedule: what was done)
     tokenizer: dict                           # {"kind": ..., "vocab_size": ...}
     data: dict                                # source, sizes in chars and tokens, token dtype
+    source: dict | None = None                # an imported run's origin: format, version, its GUID there, path
 
 
 

@@ -43,6 +43,14 @@ COMBINATIONS = [dict(zip(SWITCHES, values)) for values in itertools.product(*SWI
                 if not (values[2] == "mlp" and values[3] == 2)]  # top_k means nothing without experts
 
 
+# without the Q, K, V and gate biases, as the original notebook's models are (docs/IMPORT.md), on each mixer,
+# network and norm order
+ORIGINAL_VARIANTS = [dict(qkv_bias=False, gate_bias=False),
+                     dict(c_attention="moh", c_network="moe", qkv_bias=False, gate_bias=False),
+                     dict(c_sequence="post", c_attention="moh", qkv_bias=False),
+                     dict(c_network="moe", moe_top_k=2, gate_bias=False)]
+
+
 def variant_id(variant: dict) -> str:
     return "-".join(f"{k}={v}" for k, v in variant.items()) or "default"
 

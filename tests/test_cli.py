@@ -218,7 +218,8 @@ def test_every_option_is_a_flag_and_every_flag_reaches_the_config():
         for name, value in chosen.items():
             assert getattr(model if name in api.MODEL_KEYS else training, name) == value, name
         assert all(getattr(training, other) is None for other in budgets if other != budget)
-    every_flag = {"--" + name.replace("_", "-") for name in values} | {"--no-weight-tying"}
+    every_flag = {"--" + name.replace("_", "-") for name in values}
+    every_flag |= {"--no-" + name.replace("_", "-") for name, value in values.items() if isinstance(value, bool)}
     assert option_strings(parser, "train") - NOT_OPTIONS == every_flag
 
 

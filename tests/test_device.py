@@ -15,7 +15,8 @@ import pytest
 
 import fake_gpu
 import littlebaby.api as api
-from helpers import COMBINATIONS, SHAPE, TEXT, TINY_RUN, check_model_on_device, interrupt_at, variant_id
+from helpers import (COMBINATIONS, ORIGINAL_VARIANTS, SHAPE, TEXT, TINY_RUN, check_model_on_device,
+                     interrupt_at, variant_id)
 from littlebaby import checkpoint, cli, device
 from littlebaby.errors import BabyError
 from littlebaby.sampling import sample_ids
@@ -57,7 +58,7 @@ def test_the_fake_device_refuses_numpy_functions_as_cupy_does(fake):
     assert type(to_host(x)) is np.ndarray
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_the_model_on_the_device_computes_what_numpy_computes(fake, variant):
     """Every combination of switches. The fake device computes with NumPy itself, so only the embedding
     gradient's summation order (CuPy has no ``reduceat``; the scatter-add twin runs) can differ."""

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from helpers import COMBINATIONS, SHAPE, check_model_on_device, variant_id
+from helpers import COMBINATIONS, ORIGINAL_VARIANTS, SHAPE, check_model_on_device, variant_id
 from littlebaby import device
 from littlebaby.errors import BabyError
 from littlebaby.sampling import sample_ids
@@ -22,7 +22,7 @@ def cupy():
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_gradients_on_the_gpu_match_numpy(cupy, variant):
     """float64: the GPU sums in another order, so agreement is to rounding (1e-10), not bit for bit."""
     check_model_on_device(cupy, cupy.ndarray, variant, rtol=1e-10, atol=1e-13)

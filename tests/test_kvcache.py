@@ -19,6 +19,9 @@ from littlebaby.model import GPT, Config, gpt_forward
 from littlebaby.nn import layernorm_forward
 from helpers import COMBINATIONS, nontrivial_gpt
 from helpers import SHAPE as TINY
+from helpers import ORIGINAL_VARIANTS
+
+VARIANTS = COMBINATIONS + ORIGINAL_VARIANTS  # every switch combination, and the original's bias-free layouts
 
 
 def test_window_grows_to_n_ctx_then_restarts_at_half():
@@ -31,7 +34,7 @@ def test_window_grows_to_n_ctx_then_restarts_at_half():
     assert [window_start(n, 1) for n in range(1, 5)] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_cached_equals_uncached_at_every_step(variant):
     """Prefill a prompt, then step well past n_ctx so the window restarts twice; logits agree at every step."""
     gpt = GPT(Config(**TINY, **variant, dropout=0.1), seed=2)  # dropout must be off in generation
@@ -48,7 +51,7 @@ def test_cached_equals_uncached_at_every_step(variant):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_decode_step_equals_the_general_forward(variant, dtype):
     """The fast path against its plain twin: the same logits and the same keys and values written to the cache,
     at every position from the first to the last of the context."""
@@ -72,7 +75,7 @@ def test_decode_step_equals_the_general_forward(variant, dtype):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=tolerance * np.abs(theirs).max())
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
 def test_fill_cache_writes_the_keys_and_values_of_the_general_forward(variant):
     gpt = nontrivial_gpt(variant, dtype="float64")
     params, config = gpt.params, gpt.config

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gradcheck import TOLERANCE, check_layer, grad_error, model_grad_errors, randn
-from helpers import COMBINATIONS, SHAPE, nontrivial_gpt, variant_id
+from helpers import COMBINATIONS, ORIGINAL_VARIANTS, SHAPE, nontrivial_gpt, variant_id
 from littlebaby import nn
 from littlebaby.errors import ConfigError
 from littlebaby.model import GPT, Config, num_params
@@ -107,7 +107,7 @@ def test_load_balancing_loss_is_its_weight_when_the_load_is_even(rng):
     assert uneven > 1.5 * weight
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_whole_model_gradients_for_every_combination(variant):
     """Every parameter against finite differences, with entries probed in every head and every expert."""
     gpt = nontrivial_gpt(variant, dropout=0.1)
@@ -138,7 +138,7 @@ def test_the_whole_model_check_finds_a_bug_in_one_expert_or_one_head(monkeypatch
         assert errors[name] > 100 * TOLERANCE and max(e for n, e in errors.items() if n != name) < TOLERANCE
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_every_combination_trains(variant):
     gpt = GPT(Config(**SHAPE, **variant, dropout=0.0, lr=1e-2), seed=1)
     rng = np.random.default_rng(0)
@@ -151,6 +151,18 @@ def test_every_combination_trains(variant):
         opt.step(gpt.params, grads)
         losses.append(loss)
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("variant", ORIGINAL_VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_switched_off_biases_are_absent_and_counted(variant):
+    config = Config(**SHAPE, **variant)
+    gpt = GPT(config)
+    names = {name.split(".", 2)[-1] for name in gpt.params}
+    assert ("attn.b_qkv" in names) == config.qkv_bias
+    assert not ({"attn.b_gate", "moe.b_gate"} & names) or config.gate_bias
+    assert num_params(config) == sum(p.size for p in gpt.params.values())
+    with_biases = Config(**SHAPE, **{**variant, "qkv_bias": True, "gate_bias": True})
+    assert num_params(config) < num_params(with_biases)
 
 
 def test_weight_tying_shares_one_array():
