@@ -19,7 +19,7 @@ The table reports median step times, tokens/s, the ratio (>1: littlebaby is fast
 ``littlebaby.model.flops_per_token`` and its fraction of the float32 matmul ceiling (the best of several large
 ``np.matmul`` runs in this process), and the peak RSS of each contestant's warm-up steps on their own (the
 kernel's high-water mark, reset before each; for worker processes and MPI ranks the sum of their peaks). Then
-generation tokens/s (``littlebaby.generate.sample_ids``) and the peak RSS of preparing a generated 100 MB text
+generation tokens/s (``littlebaby.sampling.sample_ids``) and the peak RSS of preparing a generated 100 MB text
 file the way ``baby train`` does, in a fresh process.
 
 The PyTorch side is ``tests/torch_reference.py`` (plain eager torch, default thread count, no compile), with
@@ -230,7 +230,7 @@ def bench_config(name, steps, warmup, gap, variants, seed=0):
 def bench_generate(n_tokens):
     """Tokens/s sampling n_tokens from an S-sized model with the KV cache, or a note saying why it was skipped."""
     try:
-        from littlebaby.generate import make_stepper, sample_ids
+        from littlebaby.sampling import make_stepper, sample_ids
     except ImportError as e:
         return f"skipped: {e}"
     cfg = Config(vocab_size=VOCAB, dtype="float32", **CONFIGS["S"])

@@ -6,7 +6,7 @@ one step at a time from bench_train.py so that it takes turns with PyTorch and t
         peak_mb = ranks.warm_up(3)    # untimed steps -> the sum of the ranks' peak RSS
 
 Each rank builds the same model (``GPT(cfg, seed)``) and AdamW, loads the same global batches, and per step does
-what the training loop does (littlebaby/train.py): forward and backward on its share of the batch, one Allreduce
+what the training loop does (littlebaby/training.py): forward and backward on its share of the batch, one Allreduce
 of the flat gradient buffer (``MPIWorld.reduce`` in littlebaby/parallel.py), the AdamW update on every rank.
 Like bench_train.py's other contestants it does not clip gradients.
 

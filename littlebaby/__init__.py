@@ -1,16 +1,38 @@
 """The Little Baby: a GPT-style language model in NumPy, every gradient written by hand.
 
 Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby.model`` ->
-``littlebaby.optim`` -> ``littlebaby.train`` -> ``littlebaby.generate``.
+``littlebaby.optim`` -> ``littlebaby.training`` -> ``littlebaby.sampling``.
 
-The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only. The workflow
-functions below mirror the ``baby`` commands. Note that ``littlebaby.train`` and ``littlebaby.generate`` are these
-functions; their modules are reached with ``from littlebaby.train import ...``.
+The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only, and importing
+it imports nothing else: the workflow names below, which mirror the ``baby`` commands and need safetensors, tqdm
+and matplotlib, are loaded on first use (PEP 562). ``import_original`` and ``export_original`` read and
+write the runs of the original The Little Baby notebook (``littlebaby.interop``).
+
+    import littlebaby
+    run = littlebaby.train(data="input.txt", steps=500)      # loads littlebaby.api here, not at import
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from littlebaby.api import Generation, Run, finetune, generate, load_run, resume_run, train  # noqa: E402
-from littlebaby.train import TrainConfig  # noqa: E402
+WORKFLOW = {   # name -> the module that defines it
+    "train": "littlebaby.api", "finetune": "littlebaby.api", "generate": "littlebaby.api",
+    "load_run": "littlebaby.api", "resume_run": "littlebaby.api", "Run": "littlebaby.api",
+    "Generation": "littlebaby.api", "TrainConfig": "littlebaby.training",
+    "import_original": "littlebaby.api", "export_original": "littlebaby.api",
+}
+__all__ = list(WORKFLOW)
 
-__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "Run", "Generation", "TrainConfig"]
+
+def __getattr__(name):
+    """``littlebaby.train`` and the other workflow names: imported the first time they are asked for."""
+    if name not in WORKFLOW:
+        raise AttributeError(f"module 'littlebaby' has no attribute {name!r}")
+    value = getattr(importlib.import_module(WORKFLOW[name]), name)
+    globals()[name] = value   # later lookups find it directly
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(WORKFLOW))

@@ -4,70 +4,40 @@
     run = finetune(run.guid, data="more.txt", steps=100, out="work")   # -> Run "<guid>_finetuned"
     generate("last", prompt="ROMEO:", max_tokens=200, out="work")     # -> Generation, text also streamed
     run = load_run("last", out="work"); run.gpt, run.tokenizer, run.report
+    run = import_original("TheLittleBaby/", out="work")              # a run of the original notebook -> Run
+    export_original(run.guid, out="work", to="back")                  # and back, in its v0.0.9 format
 
 Options use the seed's names with underscores (``n_ctx``, ``batch_size``, ``max_time``): model shape and
-learning rate go to ``littlebaby.model.Config``, the rest to ``littlebaby.train.TrainConfig``.
+learning rate go to ``littlebaby.model.Config``, the rest to ``littlebaby.training.TrainConfig``. This module
+turns options into those configs; littlebaby.lifecycle starts, resumes and saves the runs.
 """
 
 import dataclasses
 import datetime
+import math
 import pathlib
 import time
 
 import numpy as np
 
-from littlebaby import checkpoint, corpus, device, parallel
-from littlebaby.data import TokenData, encode_to_file, read_text
+from littlebaby import checkpoint, device, lifecycle
+from littlebaby import config as configlib
 from littlebaby.errors import BabyError
-from littlebaby.generate import sample_texts
+from littlebaby.files import atomic_file, atomic_write_json, atomic_write_text, read_json
+from littlebaby.lifecycle import Run, load_run
 from littlebaby.model import GPT, Config
-from littlebaby.optim import AdamW
-from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, atomic_write_json, atomic_write_text,
-                             load_record, make_out_dirs, new_guid, read_json, resolve_run,
-                             utc_now)
-from littlebaby.tokenizers import load_tokenizer, train_tokenizer
-from littlebaby.train import Plan, TrainConfig, make_plan, new_history, run_training, time_steps
+from littlebaby.runs import RunPaths, RunRecord, make_out_dirs, new_guid, utc_now
+from littlebaby.sampling import sample_texts
+from littlebaby.tokenizers import CharTokenizer
+from littlebaby.training import TrainConfig
 
-# `baby train` with no options (with train.DEFAULT_STEPS = 4000): 4.1M tokens, one epoch of the built-in
-# corpus; measured on a shared 2-core AMD EPYC with one BLAS thread: 0.10 s per step, 4 min 15 s of CPU,
-# val loss 1.70 (2.46 bits/char), text with real words and speaker names. Four heads of 32 channels train
-# faster here than the seed's sixteen of 8 (same parameters, fewer and larger matmuls).
-DEFAULT_MODEL = {"n_ctx": 64, "n_emb": 128, "head_size": 128, "n_heads": 4, "n_layers": 4, "dropout": 0.1,
-                 "batch_size": 16, "lr": 2e-3}
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "vocab_size")  # vocab: the tokenizer's
-FINETUNE_MODEL_KEYS = ("dropout", "batch_size", "lr")    # the rest is the parent's shape
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+MODEL_KEYS = tuple(f.name for f in configlib.options(Config))       # vocab_size is the tokenizer's
+FINETUNE_MODEL_KEYS = tuple(f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f))
+TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig))
+PARENT_TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig) if not configlib.finetune_sets(TrainConfig, f))
 
-
-@dataclasses.dataclass
-class RunState:
-    """Everything the training loop reads and updates for one run."""
-    record: RunRecord
-    paths: RunPaths
-    out_flag: str                 # " --out DIR" for the resume hint, "" for the current directory
-    gpt: GPT
-    optimizer: AdamW
-    tokenizer: object
-    data: TokenData
-    data_rng: np.random.Generator
-    train_config: TrainConfig
-    plan: Plan
-    history: dict
-    tokens_per_char: float        # to turn nats per token into bits per character
-
-
-@dataclasses.dataclass
-class Run:
-    """A run on disk: its record, its model and tokenizer."""
-    guid: str
-    paths: RunPaths
-    record: RunRecord
-    gpt: GPT
-    tokenizer: object
-
-    @property
-    def report(self) -> dict:
-        return read_json(self.paths.report_json, "report")
+__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "train_configs", "import_original",
+           "export_original", "Run", "Generation"]
 
 
 @dataclasses.dataclass
@@ -78,21 +48,6 @@ class Generation:
     texts: list                   # every sample, when --num-samples asked for several
 
 
-def load_run(run: str, out=".") -> Run:
-    """The run named by a GUID, a unique prefix, or ``last``, with its weights and tokenizer."""
-    guid = resolve_run(run, out)
-    paths = RunPaths(pathlib.Path(out), guid)
-    record = load_record(out, guid)
-    params, model_config = checkpoint.load_model(paths.model)
-    config = Config.from_dict(model_config, f"model config in {paths.model}")
-    gpt = GPT.from_params(config, {k: np.array(v) for k, v in params.items()}, seed=record.seed)
-    tokenizer = load_tokenizer(paths.tokenizer)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise BabyError(f"{paths.tokenizer} has {tokenizer.vocab_size} tokens but the model expects "
-                        f"{config.vocab_size}; the run's files are from different runs")
-    return Run(guid, paths, record, gpt, tokenizer)
-
-
 def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=None, **options) -> Run:
     """Train a new model on ``data`` (a UTF-8 text file; None: the built-in Shakespeare corpus), or continue
     the run named by ``resume``. ``config`` is a JSON file or dict of options; keyword options override it.
@@ -100,116 +55,37 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
     if resume is not None:
         resume_device = options.pop("device", None)   # the one setting a resume may change: the machine moved
         if data is not None or config is not None or any(v is not None for v in options.values()):
-            raise BabyError("--resume continues a run with its own settings (only --device may change); "
+            raise BabyError("`resume` continues a run with its own settings (only `device` may change); "
                             "drop the other options")
         return resume_run(resume, out, quiet, on_step, resume_device)
+    model_config, tc = train_configs(config, **options)    # checked before any data is read
+    return lifecycle.train_run(model_config, tc, data, out, quiet, on_step)
+
+
+def train_configs(config=None, **options) -> tuple[Config, TrainConfig]:
+    """(model config, training config) of a new run: the options of a config file or dict, keyword options
+    (None: not given) on top. vocab_size keeps its default until the tokenizer sets it."""
     model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
     tc = TrainConfig.from_dict(train_opts)
-    xp = device.array_module_for(tc.device)   # a missing CuPy or GPU is said before any work
-    Config.from_dict({**DEFAULT_MODEL, **model_opts})  # check the options before reading any data
-    source, text_path = data_source(data)
-    tokenizer = train_tokenizer(tc.tokenizer, read_text(text_path), tc.vocab_size)
-    model_config = Config.from_dict({**DEFAULT_MODEL, **model_opts, "vocab_size": tokenizer.vocab_size})
-    gpt = GPT(model_config, seed=tc.seed).move_to(xp)
-    guid = parallel.world().broadcast(new_guid())   # under MPI every rank trains the run rank 0 named
-    return start_run("train", None, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
+    return Config.from_dict(model_opts), tc
 
 
 def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False, on_step=None, **options) -> Run:
     """Train the model of ``run`` further on ``data``, as the new run ``<guid>_finetuned``. A char vocabulary
     grows by the new text's characters: old ids keep their meaning, the new rows start random."""
     parent = load_run(run, out)
-    guid = parent.guid + FINETUNE_SUFFIX
-    if RunPaths(pathlib.Path(out), guid).config.exists() and not overwrite:
-        raise BabyError(f"run {guid} already exists in {pathlib.Path(out).resolve()}; "
-                        f"pass --overwrite to replace it")
     model_opts, train_opts = split_options(merge_options(config, options), FINETUNE_MODEL_KEYS)
-    for key in ("tokenizer", "vocab_size"):
+    for key in PARENT_TRAIN_KEYS:
         if key in train_opts:
             raise BabyError(f"finetune keeps the parent's tokenizer; drop {key}")
     tc = TrainConfig.from_dict({**train_opts, "tokenizer": parent.record.tokenizer["kind"]})
-    xp = device.array_module_for(tc.device)   # before any work
-    source, text_path = data_source(data)
-    tokenizer = parent.tokenizer
-    if tokenizer.kind == "char":
-        tokenizer = tokenizer.extend(read_text(text_path))
-    gpt = parent.gpt
-    if tokenizer.vocab_size > gpt.config.vocab_size:
-        gpt.grow_vocab(tokenizer.vocab_size, np.random.default_rng([tc.seed, 3]))
-    model_config = Config.from_dict({**gpt.config.to_dict(), **model_opts})
-    gpt = GPT.from_params(model_config, gpt.params, seed=tc.seed).move_to(xp)
-    return start_run("finetune", parent.guid, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
-
-
-def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step) -> Run:
-    """Encode the data, plan the schedule, write the run's record and tokenizer, and train."""
-    paths = RunPaths(pathlib.Path(out), guid)
-    world = parallel.world()
-    if world.is_root:  # under MPI rank 0 writes every file; the others read the token file once it is there
-        make_out_dirs(out)
-        encode_to_file(text_path, tokenizer, paths.tokens)
-    world.barrier()
-    data = TokenData.open(paths.tokens, tokenizer.vocab_size)
-    n_tokens = data.tokens.size
-    cfg = gpt.config
-    data.check_fits(cfg.n_ctx)
-    seconds_per_step = time_steps(gpt, data, cfg.batch_size, cfg.n_ctx) if tc.max_time is not None else None
-    seconds_per_step = world.broadcast(seconds_per_step)   # one plan for all ranks
-    plan = make_plan(tc, cfg.lr, data.n_train, cfg.batch_size, cfg.n_ctx, seconds_per_step)
-    n_chars = len(read_text(text_path))
-    import littlebaby
-    record = RunRecord(
-        version=littlebaby.__version__, guid=guid, kind=kind, parent=parent, created=utc_now(), seed=tc.seed,
-        model=cfg.to_dict(), training=tc.to_dict(), plan=plan.to_dict(),
-        tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
-        data={"source": source, "path": str(pathlib.Path(text_path).resolve()), "chars": n_chars,
-              "tokens": n_tokens, "train_tokens": data.n_train, "val_tokens": n_tokens - data.n_train,
-              "token_dtype": str(data.tokens.dtype)})
-    if world.is_root:
-        tokenizer.save(paths.tokenizer)
-        atomic_write_json(paths.config, record.to_dict())
-    optimizer = AdamW(gpt.params, lr=cfg.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
-    state = RunState(record, paths, out_flag(out), gpt, optimizer, tokenizer, data,
-                     np.random.default_rng([tc.seed, 2]), tc, plan, new_history(), n_tokens / n_chars)
-    time_budget = tc.max_time * 60 if tc.max_time is not None else None
-    run_training(state, quiet=quiet, time_budget_s=time_budget, on_step=on_step)
-    return Run(guid, paths, record, gpt, tokenizer)
+    return lifecycle.finetune_run(parent, model_opts, tc, data, out, overwrite, quiet, on_step)
 
 
 def resume_run(run, out=".", quiet=False, on_step=None, device_name=None) -> Run:
     """Continue a stopped run from its checkpoint: weights, AdamW state, step, both RNG states, history.
     ``device_name`` ("cpu" or "cuda") overrides the device the run was started on."""
-    guid = resolve_run(run, out)
-    paths = RunPaths(pathlib.Path(out), guid)
-    record = load_record(out, guid)
-    tc = TrainConfig.from_dict(record.training)
-    if device_name is not None:
-        tc = dataclasses.replace(tc, device=device_name)
-    plan = Plan.from_dict(record.plan)
-    if not paths.checkpoint.exists():
-        raise BabyError(f"run {guid} has no checkpoint ({paths.checkpoint}); it cannot be resumed")
-    saved = checkpoint.load_checkpoint(paths.checkpoint)
-    if saved["optimizer"]["step"] >= plan.steps and paths.model.exists():  # else: killed before its last files
-        raise BabyError(f"run {guid} is already complete ({plan.steps} steps); "
-                        f"to train further, `baby finetune {guid}`")
-    cfg = Config.from_dict(record.model, f"model config of {guid}")
-    gpt = GPT.from_params(cfg, {k: np.array(v) for k, v in saved["params"].items()}, seed=tc.seed)
-    gpt.rng.bit_generator.state = saved["dropout_rng"]
-    gpt.move_to(device.array_module_for(tc.device))
-    optimizer = AdamW(gpt.params, lr=cfg.lr, betas=(tc.beta1, tc.beta2), eps=1e-8, weight_decay=tc.weight_decay)
-    optimizer.load_state_dict(saved["optimizer"])
-    tokenizer = load_tokenizer(paths.tokenizer)
-    world = parallel.world()
-    if world.is_root and not paths.tokens.exists():
-        encode_to_file(data_source(record.data["source"], record.data["path"])[1], tokenizer, paths.tokens)
-    world.barrier()
-    data = TokenData.open(paths.tokens, tokenizer.vocab_size)
-    data_rng = np.random.default_rng()
-    data_rng.bit_generator.state = saved["data_rng"]
-    state = RunState(record, paths, out_flag(out), gpt, optimizer, tokenizer, data, data_rng, tc, plan,
-                     saved["history"], record.data["tokens"] / record.data["chars"])
-    run_training(state, quiet=quiet, on_step=on_step)
-    return Run(guid, paths, record, gpt, tokenizer)
+    return lifecycle.resume_run(run, out, device_name, quiet, on_step)
 
 
 def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=None, seed=None, cache=True,
@@ -225,6 +101,15 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
     texts = sample_texts(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
                          np.random.default_rng(seed), cache, num_samples, stream)
     seconds = time.perf_counter() - start
+    return save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache,
+                           device_name)
+
+
+def save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache=True,
+                    device_name="cpu") -> Generation:
+    """Write the samples ``texts`` of run ``loaded`` as outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of
+    the settings (what ``generate`` and the playground of `baby serve` save)."""
+    num_samples = len(texts)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     text_path, json_path = loaded.paths.generation(stamp)
     for n in range(2, 1000):   # two generations in the same second keep both files
@@ -239,6 +124,62 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
                                   "cache": cache, "num_samples": num_samples, "device": device_name,
                                   "seconds": seconds, "tokens_per_s": tokens_per_s, "created": utc_now()})
     return Generation(texts[0], text_path, tokens_per_s, texts)
+
+
+def import_original(path, out=".", corpus=None, dtype="float32") -> Run:
+    """Bring in a run of the original The Little Baby notebook (v0.0.5 to v0.0.9) as a new run of ours, with a new
+    GUID and the original's recorded as its ``source``; it then generates, finetunes and is exported like any
+    other. ``path``: the original's folder (configs/, tokenizers/, models/) or its model file. ``corpus``: the
+    training text, for runs older than v0.0.5 that have no tokenizer file. ``dtype``: float32 (what the original
+    itself computes with after loading) or float64 (the stored numbers exactly). Every file is read and checked
+    before anything is written. See docs/IMPORT.md."""
+    from littlebaby.interop import original   # the format code lives outside the core and the workflow
+    if dtype not in ("float32", "float64"):
+        raise BabyError(f"--dtype must be float32 or float64, got {dtype!r}")
+    found = original.read_original(path, corpus)
+    config, params = original.to_littlebaby(found, dtype)
+    gpt = GPT.from_params(config, params)
+    tokenizer = CharTokenizer(found.vocab)
+    guid = new_guid()
+    paths = RunPaths(pathlib.Path(out), guid)
+    make_out_dirs(out)
+    checkpoint.save_model(paths.model, params, config.to_dict(), guid)
+    tokenizer.save(paths.tokenizer)
+    epochs = found.settings.get("num_epochs")
+    epochs = float(epochs) if type(epochs) in (int, float) and epochs > 0 else None
+    data = {"source": "the original's training text (not part of its run)"}
+    if corpus is not None:
+        data["vocabulary_from"] = str(pathlib.Path(corpus).resolve())
+    import littlebaby
+    record = RunRecord(
+        version=littlebaby.__version__, guid=guid, kind="import", parent=None, created=utc_now(), seed=0,
+        model=config.to_dict(), training=TrainConfig(epochs=epochs).to_dict(), plan={},   # nothing trained here
+        tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size}, data=data,
+        source={"format": "the-little-baby-original", "version": found.version, "guid": found.files.guid,
+                "path": str(found.files.model.resolve()), "settings": found.settings})
+    atomic_write_json(paths.config, record.to_dict())
+    return Run(guid, paths, record, gpt, tokenizer)
+
+
+def export_original(run, out=".", to="original") -> pathlib.Path:
+    """Write ``run`` in the original notebook's v0.0.9 format under ``to`` (configs/, tokenizers/, models/, named
+    by the run's GUID) and return the model file's path. Refused, saying why, for a run the original cannot
+    represent (sparse experts, Q, K, V or gate biases, a BPE tokenizer); nothing is written then."""
+    from littlebaby.interop import original
+    loaded = load_run(run, out)
+    if loaded.tokenizer.kind != "char":
+        raise BabyError(f"run {loaded.guid} uses a {loaded.tokenizer.kind} tokenizer; the original has only the "
+                        f"character tokenizer (train with --tokenizer char)")
+    epochs = loaded.record.training.get("epochs")
+    settings, tokenizer, items = original.from_littlebaby(loaded.gpt.config, loaded.gpt.params,
+                                                          loaded.tokenizer.chars, max(1, math.ceil(epochs or 1)))
+    to = pathlib.Path(to)
+    model = to / "models" / f"model_{loaded.guid}.json"
+    for path, pairs in ((model, items), (to / "tokenizers" / f"tokenizer_{loaded.guid}.json", tokenizer.items()),
+                        (to / "configs" / f"config_{loaded.guid}.json", settings.items())):
+        with atomic_file(path) as f:
+            original.write_json(f, pairs)
+    return model
 
 
 def merge_options(config, options) -> dict:
@@ -275,19 +216,3 @@ def split_options(options, model_keys) -> tuple[dict, dict]:
         else:
             raise BabyError(f"unknown option {key!r}; known: {', '.join(model_keys + TRAIN_KEYS)}")
     return model, training
-
-
-def data_source(data, path=None) -> tuple[str, pathlib.Path]:
-    """(what the record calls the data, the text file to read): a user file, or the built-in corpus."""
-    if data is None or data == corpus.SOURCE:
-        return corpus.SOURCE, corpus.builtin_corpus_path()
-    text_path = pathlib.Path(path or data)
-    if text_path.is_dir():
-        raise BabyError(f"--data must be a text file, and {text_path} is a directory")
-    if not text_path.is_file():
-        raise BabyError(f"data file not found: {text_path}")
-    return str(text_path.resolve()), text_path
-
-
-def out_flag(out) -> str:
-    return "" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}"

@@ -3,7 +3,8 @@
 Two kinds of file use it:
     the model       models/model_G.safetensors: the parameters under their own names; metadata "config"
     a checkpoint    runs/checkpoint_G.safetensors: "param.<name>", "adam_m.<name>", "adam_v.<name>";
-                    metadata "step", "data_rng", "dropout_rng", "history" (JSON each)
+                    metadata "step", "data_rng", "dropout_rng", "history" (JSON each), and with more than one
+                    share of the batch (MPI ranks) "dropout_rngs", every share's dropout state in share order
 """
 
 import dataclasses
@@ -16,7 +17,7 @@ import safetensors.numpy
 
 from littlebaby.errors import BabyError
 from littlebaby.nn.backend import to_host
-from littlebaby.runs import atomic_write_bytes
+from littlebaby.files import atomic_write_bytes
 
 
 def save_arrays(path, arrays: dict, metadata: dict) -> None:
@@ -117,22 +118,28 @@ def check_finite(arrays: dict, path) -> None:
     for name, array in arrays.items():
         if not np.isfinite(array).all():
             raise BabyError(f"{path}: array {name!r} holds NaN or infinite values; the run diverged or the file "
-                            f"is damaged. Use an earlier run, or retrain with a lower --lr")
+                            f"is damaged. Use an earlier run, or retrain with a lower `lr`")
 
 
-def save_checkpoint(path, params, optimizer_state, data_rng_state, dropout_rng_state, history) -> None:
+def save_checkpoint(path, params, optimizer_state, data_rng_state, dropout_rng_states, history) -> None:
+    """Write a checkpoint; ``dropout_rng_states`` holds the dropout generator state of each share of the batch
+    (one per MPI rank, see littlebaby.seeds.dropout_rng). Share 0's is "dropout_rng", as it always was, so a
+    one-process checkpoint is unchanged; the list goes along only when there are more shares."""
     arrays = {f"param.{n}": a for n, a in params.items()}
     arrays.update({f"adam_m.{n}": a for n, a in optimizer_state["m"].items()})
     arrays.update({f"adam_v.{n}": a for n, a in optimizer_state["v"].items()})
-    meta = {"step": optimizer_state["step"], "data_rng": data_rng_state, "dropout_rng": dropout_rng_state,
+    meta = {"step": optimizer_state["step"], "data_rng": data_rng_state, "dropout_rng": dropout_rng_states[0],
             "history": history, "format": "littlebaby-checkpoint"}
+    if len(dropout_rng_states) > 1:
+        meta["dropout_rngs"] = list(dropout_rng_states)
     save_arrays(path, arrays, meta)
 
 
 def load_checkpoint(path) -> dict:
-    """{"params", "optimizer": {"step", "m", "v"}, "data_rng", "dropout_rng", "history"} of a checkpoint,
-    each part checked (names, shapes and dtypes of the moments against the parameters, the step, both RNG
-    states, the history's series) so a resume never starts from a damaged or crafted file."""
+    """{"params", "optimizer": {"step", "m", "v"}, "data_rng", "dropout_rngs", "history"} of a checkpoint,
+    each part checked (names, shapes and dtypes of the moments against the parameters, the step, every RNG
+    state, the history's series) so a resume never starts from a damaged or crafted file. "dropout_rngs" has
+    one state per share of the batch that was saved (one without MPI)."""
     arrays, meta = load_arrays(path)
     bad = f"{path} is not a usable littlebaby checkpoint"
     if meta.get("format") != "littlebaby-checkpoint":
@@ -153,10 +160,13 @@ def load_checkpoint(path) -> dict:
     if not isinstance(history, dict) or not all(isinstance(value, (list, float, int))
                                                 for value in history.values()):
         raise BabyError(f"{bad}: its training history is missing or malformed")
-    for key in ("data_rng", "dropout_rng"):
-        check_rng_state(meta.get(key), f"{bad}: its {key} state")
+    dropout_rngs = meta.get("dropout_rngs", [meta.get("dropout_rng")])
+    if not isinstance(dropout_rngs, list) or not dropout_rngs or dropout_rngs[0] != meta.get("dropout_rng"):
+        raise BabyError(f"{bad}: its dropout_rngs do not start with its dropout_rng")
+    for key, state in [("data_rng", meta.get("data_rng"))] + [("dropout_rng", s) for s in dropout_rngs]:
+        check_rng_state(state, f"{bad}: its {key} state")
     return {"params": params, "optimizer": {"step": step, "m": m, "v": v},
-            "data_rng": meta["data_rng"], "dropout_rng": meta["dropout_rng"], "history": history}
+            "data_rng": meta["data_rng"], "dropout_rngs": dropout_rngs, "history": history}
 
 
 def check_rng_state(state, what: str) -> None:

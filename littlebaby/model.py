@@ -9,7 +9,8 @@ Parameters (a plain dict of arrays, weights stored (in, out)):
     ln_f.w, ln_f.b (C,)                    lm_head.w (C, V), lm_head.b (V,)
 The switches change this list (``param_shapes`` gives each variant's): mixture of heads adds attn.w_gate
 (C, NH) and attn.b_gate (NH,) and projects from hs; experts replace mlp.* with moe.* stacked per expert;
-weight tying drops lm_head.w.
+weight tying drops lm_head.w; ``qkv_bias = False`` drops attn.b_qkv and ``gate_bias = False`` the gates' b_gate
+(the layout of the original notebook, see docs/IMPORT.md).
 
 Activations cached by one training forward (what the backward keeps alive), per layer:
     ln_1, ln_2: xhat (B, T, C) and rstd (B, T, 1);   attn: input (B, T, C), qkv (B, T, 3H),
@@ -28,6 +29,8 @@ from typing import Literal
 import numpy as np
 
 from littlebaby import config as configlib
+from littlebaby import seeds
+from littlebaby.config import option
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.nn import (
     block_backward,
@@ -49,52 +52,52 @@ from littlebaby.nn.block import MIXER_PARAMS, NETWORK_PARAMS
 
 @dataclasses.dataclass
 class Config(configlib.TypedConfig):
-    """The model's shape and the seed's training hyperparameters. JSON keys are the field names."""
+    """The model's shape, its architecture switches, and the training settings the seed keeps with the model.
+    Each field is an option (see littlebaby.config): a keyword of littlebaby.train, a JSON key, a flag of
+    `baby train`. The defaults are the model `baby train` trains. Building a Config validates it."""
     WHAT = "model config"
+    FINETUNE_SETS = False      # a finetune keeps the parent's model, but for the fields marked finetune=True
 
-    vocab_size: int = 65          # V: number of distinct tokens
-    n_ctx: int = 64               # the context length: how many tokens the model sees at once
-    n_emb: int = 128              # C: width of the residual stream
-    head_size: int = 128          # H: total width of Q, K, V across all heads (may differ from n_emb)
-    n_heads: int = 16             # NH: heads; head_size must divide by it
-    n_layers: int = 4             # L: transformer blocks
-    dropout: float = 0.1          # probability of zeroing an activation in training, in [0, 1)
-    batch_size: int = 16          # B: sequences per optimizer step
-    lr: float = 1e-3              # peak learning rate of AdamW
-    dtype: Literal["float32", "float64"] = "float32"  # float32 to train, float64 for gradient checks
-    c_sequence: Literal["pre", "post"] = "pre"    # LayerNorm before each sublayer, or after each residual add
-    c_attention: Literal["mha", "moh"] = "mha"    # multi-head attention, or mixture of heads (gated head sum)
-    c_network: Literal["mlp", "moe"] = "mlp"      # one MLP, or a mixture of MLP experts
-    n_experts: int = 4            # NE: experts per block when c_network = "moe"
-    moe_top_k: int = 0            # 0: dense soft gate, every expert runs; k > 0: each token runs its top k experts
-    moe_expansion: int = 4        # an expert's hidden width is moe_expansion * n_emb
-    moe_aux_weight: float = 0.01  # weight of the load-balancing loss (sparse routing only)
-    weight_tying: bool = False    # the LM head reuses the token embedding (lm_head.w is wte transposed)
-
-    def __post_init__(self):
-        self.validate()
+    vocab_size: int = option(65, "V: number of distinct tokens", within="[1, inf)", set_by="the tokenizer")
+    n_ctx: int = option(64, "the context length: how many tokens the model sees at once", within="[1, inf)")
+    n_emb: int = option(128, "C: width of the residual stream", within="[1, inf)")
+    head_size: int = option(128, "H: total width of Q, K, V across all heads; may differ from n_emb",
+                            within="[1, inf)")
+    n_heads: int = option(4, "NH: attention heads; head_size must divide by it", within="[1, inf)")
+    n_layers: int = option(4, "L: transformer blocks", within="[1, inf)")
+    dropout: float = option(0.1, "probability of zeroing an activation in training", within="[0, 1)",
+                            finetune=True)
+    batch_size: int = option(16, "B: sequences per optimizer step", within="[1, inf)", finetune=True)
+    lr: float = option(2e-3, "peak learning rate of AdamW", within="(0, inf)", finetune=True)
+    dtype: Literal["float32", "float64"] = option("float32", "float32 to train, float64 for gradient checks")
+    c_sequence: Literal["pre", "post"] = option("pre", "LayerNorm before each sublayer, or after each residual "
+                                                "add", group="switches")
+    c_attention: Literal["mha", "moh"] = option("mha", "multi-head attention, or mixture of heads: a gated sum "
+                                                "of the heads", group="switches")
+    c_network: Literal["mlp", "moe"] = option("mlp", "one MLP, or a mixture of MLP experts", group="switches")
+    n_experts: int = option(4, "NE: experts per block with c_network moe", within="[1, inf)", group="switches")
+    moe_top_k: int = option(0, "0: a dense soft gate, every expert runs; K: each token runs its K best experts",
+                            within="[0, inf)", group="switches", metavar="K")
+    moe_expansion: int = option(4, "an expert's hidden width, in multiples of n_emb", within="[1, inf)",
+                                group="switches")
+    moe_aux_weight: float = option(0.01, "weight of the load-balancing loss, with sparse routing only",
+                                   within="[0, inf)", group="switches")
+    weight_tying: bool = option(False, "the LM head reuses the token embedding: lm_head.w is wte transposed",
+                                group="switches")
+    qkv_bias: bool = option(True, "Q, K, V have a bias attn.b_qkv (off: none, as in the original notebook)",
+                            group="switches")
+    gate_bias: bool = option(True, "the gates of mixture of heads and of experts have a bias (off: none)",
+                             group="switches")
 
     def validate(self):
-        """Refuse wrong types and impossible values with a message naming the key."""
-        configlib.check_types(self, "model config")
-        for key in ("vocab_size", "n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "batch_size",
-                    "n_experts", "moe_expansion"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"model config key {key!r} must be a positive integer, got {getattr(self, key)}")
+        """Types and intervals (littlebaby.config), then the checks that tie fields together."""
+        super().validate()
         if self.head_size % self.n_heads:
             raise ConfigError(f"head_size ({self.head_size}) must be divisible by n_heads ({self.n_heads}): "
                               f"each head gets head_size / n_heads channels")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model config key 'dropout' must be in [0, 1), got {self.dropout}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"model config key 'lr' must be a positive number, got {self.lr}")
-        if not 0 <= self.moe_top_k <= self.n_experts:
+        if self.moe_top_k > self.n_experts:
             raise ConfigError(f"moe_top_k ({self.moe_top_k}) must be between 0 (dense) and n_experts "
                               f"({self.n_experts})")
-        if not self.moe_aux_weight >= 0:
-            raise ConfigError(f"model config key 'moe_aux_weight' must be >= 0, got {self.moe_aux_weight}")
-
-
 
 
 def param_shapes(config):
@@ -114,6 +117,8 @@ def param_shapes(config):
         NE, F = config.n_experts, config.moe_expansion * C
         block.update({"moe.w_gate": (C, NE), "moe.b_gate": (NE,), "moe.w_fc": (NE, C, F), "moe.b_fc": (NE, F),
                       "moe.w_proj": (NE, F, C), "moe.b_proj": (NE, C)})
+    for name in switched_off_biases(config):
+        block.pop(name, None)  # the gates' biases are in the list whether or not the variant has a gate
     for i in range(config.n_layers):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
     shapes.update({"ln_f.w": (C,), "ln_f.b": (C,)})
@@ -121,6 +126,12 @@ def param_shapes(config):
         shapes["lm_head.w"] = (C, V)
     shapes["lm_head.b"] = (V,)
     return shapes
+
+
+def switched_off_biases(config):
+    """The block biases the config leaves out (short names): ``qkv_bias = False`` drops attn.b_qkv,
+    ``gate_bias = False`` the gates' attn.b_gate and moe.b_gate. The original notebook has neither."""
+    return (() if config.qkv_bias else ("attn.b_qkv",)) + (() if config.gate_bias else ("attn.b_gate", "moe.b_gate"))
 
 
 def init_params(config, rng):
@@ -143,10 +154,21 @@ def init_params(config, rng):
 
 
 def block_params(params, config, i):
-    """The parameters of block i under their short names (``ln_1.w``): no copies, the same arrays."""
+    """The parameters of block i under their short names (``ln_1.w``): no copies, the same arrays.
+
+    A bias the config leaves out (``switched_off_biases``) is given as zeros: ``x @ w + 0`` is ``x @ w`` exactly,
+    so the layers need no second path, and its gradient, which the block's backward still returns, is dropped by
+    ``gpt_backward`` (gradients keep exactly the keys of the parameters).
+    """
     names = ("ln_1.w", "ln_1.b", "ln_2.w", "ln_2.b") + MIXER_PARAMS[config.c_attention] + \
         NETWORK_PARAMS[config.c_network]
-    return {name: params[f"blocks.{i}.{name}"] for name in names}
+    absent = [name for name in switched_off_biases(config) if name in names]
+    p = {name: params[f"blocks.{i}.{name}"] for name in names if name not in absent}
+    if absent:
+        xp, dtype = array_module(params["wte"]), params["wte"].dtype
+        width = {"attn.b_qkv": 3 * config.head_size, "attn.b_gate": config.n_heads, "moe.b_gate": config.n_experts}
+        p.update({name: xp.zeros(width[name], dtype) for name in absent})  # (3H,), (NH,) or (NE,)
+    return p
 
 
 def head_weight(params, config):
@@ -209,11 +231,9 @@ class GPT:
     """A GPT whose parameters are ``self.params``; dropout masks come from ``self.rng`` unless told otherwise."""
 
     def __init__(self, config: Config, seed: int = 0, params=None):
-        config.validate()
         self.config = config
-        init_seed, dropout_seed = np.random.SeedSequence(seed).spawn(2)
-        self.rng = np.random.default_rng(dropout_seed)
-        self.params = init_params(config, np.random.default_rng(init_seed)) if params is None else params
+        self.rng = seeds.dropout_rng(seed)
+        self.params = init_params(config, seeds.init_rng(seed)) if params is None else params
         check_params(self.params, config)
 
     @classmethod
@@ -303,24 +323,24 @@ def num_params(config):
     """The exact parameter count, written out part by part (F = 4C; for experts Fe = moe_expansion * C):
 
         embeddings      V*C + n_ctx*C
-        per block       4C (two LayerNorms) + C*3H + 3H (Q, K, V)
+        per block       4C (two LayerNorms) + C*3H + 3H (Q, K, V; the 3H bias absent when qkv_bias is off)
           mha           + H*C + C (output projection)
-          moh           + C*NH + NH (gate) + hs*C + C (projection from one head's width)
+          moh           + C*NH + NH (gate; NH absent when gate_bias is off) + hs*C + C (projection from one head)
           mlp           + C*F + F + F*C + C
-          moe           + C*NE + NE (gate) + NE * (C*Fe + Fe + Fe*C + C)
+          moe           + C*NE + NE (gate; NE absent when gate_bias is off) + NE * (C*Fe + Fe + Fe*C + C)
         final           2C (ln_f) + C*V (head, absent when tied to wte) + V (head bias)
     """
     V, C, H, NH, L = config.vocab_size, config.n_emb, config.head_size, config.n_heads, config.n_layers
-    per_block = 4 * C + C * 3 * H + 3 * H
+    per_block = 4 * C + C * 3 * H + (3 * H if config.qkv_bias else 0)
     if config.c_attention == "mha":
         per_block += H * C + C
     else:
-        per_block += C * NH + NH + (H // NH) * C + C
+        per_block += C * NH + (NH if config.gate_bias else 0) + (H // NH) * C + C
     if config.c_network == "mlp":
         per_block += 2 * C * 4 * C + 4 * C + C
     else:
         NE, Fe = config.n_experts, config.moe_expansion * C
-        per_block += C * NE + NE + NE * (2 * C * Fe + Fe + C)
+        per_block += C * NE + (NE if config.gate_bias else 0) + NE * (2 * C * Fe + Fe + C)
     head = (0 if config.weight_tying else C * V) + V
     return V * C + config.n_ctx * C + L * per_block + 2 * C + head
 

@@ -73,16 +73,6 @@ class AdamW:
             self.m[name][...] = xp.asarray(state["m"][name])
             self.v[name][...] = xp.asarray(state["v"][name])
 
-    def grow_vocab(self, params):
-        """After the model grew its vocabulary: pad the moments of resized arrays with zeros."""
-        for name, p in params.items():
-            for moments in (self.m, self.v):
-                old = moments[name]
-                if old.shape != p.shape:
-                    grown = array_module(p).zeros_like(p)
-                    grown[tuple(slice(0, n) for n in old.shape)] = old
-                    moments[name] = grown
-
 
 def lr_schedule(step, max_steps, lr, warmup_steps=0, min_lr=0.0):
     """Learning rate at ``step`` (counted from 0): linear warmup to lr, then cosine decay to min_lr at max_steps.

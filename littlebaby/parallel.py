@@ -42,6 +42,10 @@ class SingleProcess:
         """Rank 0's value (anything JSON can carry) on every rank: a GUID, a timing."""
         return value
 
+    def gather(self, value):
+        """Every rank's value (anything JSON can carry), in rank order, on rank 0; None on the others."""
+        return [value]
+
     def barrier(self):
         """Wait until every rank gets here (rank 0 has written what the others read)."""
 
@@ -57,7 +61,7 @@ class MPIWorld(SingleProcess):
     def share(self, batch_size):
         if batch_size < self.size:
             raise BabyError(f"batch_size {batch_size} is smaller than the {self.size} MPI ranks: each rank needs "
-                            f"at least one sequence; raise --batch-size or use fewer ranks")
+                            f"at least one sequence; raise `batch_size` or use fewer ranks")
         bounds = np.linspace(0, batch_size, self.size + 1).round().astype(int)  # as even as integers allow
         return slice(bounds[self.rank], bounds[self.rank + 1])
 
@@ -92,6 +96,18 @@ class MPIWorld(SingleProcess):
         data = data.copy() if self.is_root else np.empty(int(length[0]), dtype=np.uint8)
         self.comm.Bcast(data, root=0)
         return json.loads(data.tobytes().decode("utf-8"))
+
+    def gather(self, value):
+        # as JSON bytes, like broadcast: each rank's length to rank 0, then the bytes of all
+        data = np.frombuffer(json.dumps(value).encode("utf-8"), dtype=np.uint8)
+        lengths = np.zeros(self.size, dtype=np.int64)
+        self.comm.Gather(np.array([data.size], dtype=np.int64), lengths, root=0)
+        received = np.empty(int(lengths.sum()), dtype=np.uint8) if self.is_root else None
+        self.comm.Gatherv(data, [received, lengths.tolist()] if self.is_root else None, root=0)
+        if not self.is_root:
+            return None
+        ends = np.cumsum(lengths).tolist()
+        return [json.loads(received[end - n:end].tobytes().decode("utf-8")) for n, end in zip(lengths.tolist(), ends)]
 
     def barrier(self):
         self.comm.Barrier()

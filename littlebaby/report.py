@@ -10,7 +10,8 @@ import numpy as np
 
 from littlebaby import device, parallel
 from littlebaby.nn.backend import array_module
-from littlebaby.runs import RunPaths, atomic_write_bytes, atomic_write_json, load_record, read_json, run_ids
+from littlebaby.files import atomic_write_bytes, atomic_write_json, read_json
+from littlebaby.runs import RunPaths, load_record, run_ids
 
 
 def environment(xp=np) -> dict:
@@ -85,8 +86,8 @@ def cpu_description() -> str:
     return f"{cpu_name()}{where}, SIMD {' '.join(simd) or 'unknown'}, {wide}"
 
 
-def build_report(state, status) -> dict:
-    """Every figure of the run so far, from the state the loop leaves behind."""
+def build_report(record, state, tokenizer_kind, status) -> dict:
+    """Every figure of run ``record`` so far, from the TrainingState the loop leaves behind."""
     hist, cfg, plan = state.history, state.gpt.config, state.plan
     steps = state.optimizer.step_count
     tokens_per_step = cfg.batch_size * cfg.n_ctx
@@ -95,13 +96,13 @@ def build_report(state, status) -> dict:
     tokens_per_s = tokens_per_step / mean_step if step_times else 0.0
     last = hist["evals"][-1] if hist["evals"] else {}
     return {
-        "guid": state.record.guid, "kind": state.record.kind, "parent": state.record.parent, "status": status,
+        "guid": record.guid, "kind": record.kind, "parent": record.parent, "status": status,
         "steps": steps, "planned_steps": plan.steps, "epochs": steps / plan.steps_per_epoch,
         "tokens_seen": steps * tokens_per_step, "train_tokens": int(state.data.n_train),
         "val_tokens": int(len(state.data.val)),
         "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
         "final_val_bpc": last.get("val_bpc"), "evals": hist["evals"],
-        "tokenizer": state.tokenizer.kind, "tokens_per_char": state.tokens_per_char,
+        "tokenizer": tokenizer_kind, "tokens_per_char": state.tokens_per_char,
         "loss_units": "losses are nats per token; val_bpc = val_loss / ln 2 * tokens_per_char, bits per character",
         "loss": hist["loss"], "grad_norm": hist["grad_norm"], "lr": hist["lr"], "step_time": step_times,
         "mean_step_time_s": mean_step, "tokens_per_s": tokens_per_s,
@@ -138,8 +139,8 @@ def save_report(report, json_path, png_path):
     atomic_write_bytes(png_path, plot_png(report))
 
 
-def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
-    """What the user reads when training ends or stops."""
+def summary_lines(report, paths: RunPaths, resume_command: str) -> str:
+    """What the user reads when training ends or stops; ``resume_command`` says how to go on if it stopped."""
     val = report["final_val_loss"]
     lines = [f"run {report['guid']}: {report['status']} after {report['steps']}/{report['planned_steps']} steps "
              f"({report['epochs']:.2f} epochs, {report['tokens_seen']:,} tokens) in {report['total_time_s']:.0f} s, "
@@ -149,7 +150,7 @@ def summary_lines(report, paths: RunPaths, out_flag: str) -> str:
     if report["status"] == "complete":
         lines.append(f"  {paths.completion}")
     else:
-        lines.append(f"resume with: baby train --resume {report['guid']}{out_flag}")
+        lines.append(f"resume with: {resume_command}")
     return "\n".join(lines)
 
 
@@ -160,7 +161,8 @@ def runs_table(out) -> str:
         record = load_record(out, guid)
         m = record.model
         summary = (f"{record.tokenizer.get('kind', '?')} V={m['vocab_size']} ctx={m['n_ctx']} emb={m['n_emb']} "
-                   f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else ""))
+                   f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else "")
+                   + (f" imported from {record.source.get('guid', '?')[:8]}" if record.source else ""))
         report_path = RunPaths(pathlib.Path(out), guid).report_json
         steps, val = "-", "-"
         if report_path.exists():
@@ -173,6 +175,16 @@ def runs_table(out) -> str:
         return f"no runs in {out}"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def import_summary(run, out_flag: str) -> str:
+    """What ``baby import`` prints: where the run came from, its files, what to do next."""
+    source = run.record.source
+    lines = [f"imported run {source['guid']} of the original ({source['version']}) as run {run.guid}",
+             *(f"  {p}" for p in (run.paths.config, run.paths.model, run.paths.tokenizer)),
+             f"next: baby generate {run.guid[:8]}{out_flag} --prompt \"...\"   or   baby finetune {run.guid[:8]}"
+             f"{out_flag} --data FILE"]
+    return "\n".join(lines)
 
 
 def params_by_component(config) -> dict:
@@ -190,11 +202,15 @@ def params_by_component(config) -> dict:
 def info_text(run) -> str:
     """``baby info RUN``: the config, parameters by component, FLOPs per token and the losses of a loaded run."""
     gpt, record = run.gpt, run.record
+    sizes = (f" ({record.data['chars']:,} characters, {record.data.get('tokens', 0):,} tokens)"
+             if "chars" in record.data else "")
     lines = [f"run {run.guid} ({record.kind}{', from ' + record.parent if record.parent else ''}), "
-             f"created {record.created[:19].replace('T', ' ')} UTC",
-             f"data: {record.data.get('source')} ({record.data.get('chars', 0):,} characters, "
-             f"{record.data.get('tokens', 0):,} tokens); tokenizer: {record.tokenizer.get('kind')} "
-             f"V={gpt.config.vocab_size}", "", "model:"]
+             f"created {record.created[:19].replace('T', ' ')} UTC"]
+    if record.source:
+        lines.append(f"source: run {record.source.get('guid')} of the original The Little Baby notebook "
+                     f"({record.source.get('version')}), {record.source.get('path')}")
+    lines += [f"data: {record.data.get('source')}{sizes}; tokenizer: {record.tokenizer.get('kind')} "
+              f"V={gpt.config.vocab_size}", "", "model:"]
     lines += [f"  {key:<15} {value}" for key, value in gpt.config.to_dict().items()]
     lines += ["", "parameters:"]
     counts = params_by_component(gpt.config)

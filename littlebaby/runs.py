@@ -1,4 +1,4 @@
-"""GUID-tagged runs: where each artifact lives, atomic writes, and finding a run by GUID, prefix or ``last``.
+"""GUID-tagged runs: where each artifact lives, and finding a run by GUID, prefix or ``last``.
 
 For a run with id G, under the output directory ``out``:
 
@@ -13,11 +13,8 @@ For a run with id G, under the output directory ``out``:
 A finetune of G is the run ``G_finetuned``; its parent is recorded in its config.
 """
 
-import contextlib
 import dataclasses
 import datetime
-import errno
-import json
 import os
 import pathlib
 import re
@@ -27,45 +24,10 @@ from typing import Literal
 
 from littlebaby import config as configlib
 from littlebaby.errors import BabyError
+from littlebaby.files import WriteError, read_json, write_error_message
 
 FINETUNE_SUFFIX = "_finetuned"
 RUN_NAME = re.compile(r"[0-9a-fA-F][0-9a-fA-F-]*(_finetuned)*")   # a GUID prefix, never a path
-
-
-class WriteError(BabyError, OSError):
-    """A file could not be written (disk full, no permission): a BabyError for the user, an OSError for code."""
-
-
-@contextlib.contextmanager
-def atomic_file(path):
-    """Open a temp file in path's directory for binary writing; when the block ends, fsync it and rename it onto
-    path, so readers see the old file or the new one, never half of one.
-
-    A write that fails (disk full, no permission, a read-only disk) removes its temp file, leaves the previous
-    file as it was, and raises a BabyError saying what to do; so does any other error in the block. SIGKILL
-    mid-write can leave only a hidden ``.name.*.tmp`` file behind, never a half-written ``name``.
-    """
-    path = pathlib.Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise WriteError(write_error_message(path, e)) from None
-    finally:
-        if tmp is not None:
-            pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write data to path atomically (see atomic_file)."""
-    with atomic_file(path) as f:
-        f.write(data)
 
 
 def remove_stale_temps(out, guid) -> list[pathlib.Path]:
@@ -76,20 +38,6 @@ def remove_stale_temps(out, guid) -> list[pathlib.Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
-
-
-def write_error_message(path, error: OSError) -> str:
-    """One line for a failed write: which file, why, what to do, and that the earlier file is intact."""
-    reason = error.strerror or str(error)
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = "free some disk space (or point --out at another disk) and run the command again"
-    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        advice = "choose a directory you can write to with --out"
-    elif error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        advice = "--out must be a directory (or a path that does not exist yet), not a file"
-    else:
-        advice = "check the disk and the permissions of --out"
-    return f"cannot write {path}: {reason}; {advice}. Files written before are intact"
 
 
 def make_out_dirs(out) -> None:
@@ -106,30 +54,6 @@ def make_out_dirs(out) -> None:
         raise WriteError(write_error_message(out, e)) from None
 
 
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path, what: str):
-    """Read a UTF-8 JSON file, turning a missing or broken file into a BabyError that names it."""
-    path = pathlib.Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BabyError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise BabyError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise BabyError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start}); "
-                        f"delete it or restore it") from None
-    except (ValueError, RecursionError) as e:   # JSONDecodeError, a 5000-digit number, [[[[...]]]] nesting
-        raise BabyError(f"{what} {path} is not valid UTF-8 JSON ({e}); delete it or restore it") from None
-
-
 @dataclasses.dataclass
 class RunRecord(configlib.TypedConfig):
     """Everything needed to rebuild or resume a run; saved as configs/config_G.json."""
@@ -137,15 +61,16 @@ class RunRecord(configlib.TypedConfig):
 
     version: str                              # littlebaby version that made the run
     guid: str                                 # the run id G (a finetune's ends in _finetuned)
-    kind: Literal["train", "finetune"]        # how the run started
+    kind: Literal["train", "finetune", "import"]   # how the run started (import: baby import of another's run)
     parent: str | None                        # the run a finetune started from, else None
     created: str                              # UTC time the run started, ISO 8601 with microseconds
     seed: int                                 # the seed of init, dropout, batches
     model: dict                               # littlebaby.model.Config as a dict
-    training: dict                            # littlebaby.train.TrainConfig as a dict (what was asked)
-    plan: dict                                # littlebaby.train.Plan as a dict (steps, schedule: what was done)
+    training: dict                            # littlebaby.training.TrainConfig as a dict (what was asked)
+    plan: dict                                # littlebaby.training.Plan as a dict (steps, schedule: what was done)
     tokenizer: dict                           # {"kind": ..., "vocab_size": ...}
     data: dict                                # source, sizes in chars and tokens, token dtype
+    source: dict | None = None                # an imported run's origin: format, version, its GUID there, path
 
 
 
@@ -236,7 +161,7 @@ def resolve_run(run: str, out) -> str:
     ids = run_ids(out)
     if not ids:
         raise BabyError(f"no runs in {pathlib.Path(out).resolve()}: train one with `baby train`, "
-                        f"or point --out at the directory that holds configs/")
+                        f"or point `out` at the directory that holds configs/")
     if run == "last":
         return max(ids, key=lambda g: (load_record(out, g).created, g))
     if run in ids:

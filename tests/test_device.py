@@ -15,19 +15,18 @@ import pytest
 
 import fake_gpu
 import littlebaby.api as api
+from helpers import (COMBINATIONS, ORIGINAL_VARIANTS, SHAPE, TEXT, TINY_RUN, check_model_on_device,
+                     interrupt_at, variant_id)
 from littlebaby import checkpoint, cli, device
 from littlebaby.errors import BabyError
-from littlebaby.generate import sample_ids
+from littlebaby.sampling import sample_ids
 from littlebaby.model import GPT, Config
 from littlebaby.nn import attention
 from littlebaby.nn.backend import array_module, to_host
 from littlebaby.optim import AdamW, clip_grad_norm
 from littlebaby.runs import RunPaths
-from test_train import TEXT, TINY, interrupt_at
-from test_variants import COMBINATIONS
 
-VARIANT_SHAPE = dict(vocab_size=11, n_ctx=8, n_emb=12, head_size=16, n_heads=4, n_layers=2, batch_size=3,
-                     n_experts=3, moe_expansion=2, moe_aux_weight=0.05)
+TINY = dict(TINY_RUN, completion_tokens=20)
 
 
 @pytest.fixture
@@ -38,10 +37,6 @@ def fake(monkeypatch):
 @pytest.fixture
 def no_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)   # `import cupy` now raises ImportError, as when absent
-
-
-def variant_id(v):
-    return "-".join(f"{k}={v[k]}" for k in v) or "default"
 
 
 def test_without_cupy_the_module_is_numpy(no_cupy):
@@ -63,23 +58,7 @@ def test_the_fake_device_refuses_numpy_functions_as_cupy_does(fake):
     assert type(to_host(x)) is np.ndarray
 
 
-def check_model_on_device(xp, array_type, variant, rtol, atol):
-    """Forward, loss and every gradient (float64, training mode with dropout) of a model whose arrays live in
-    xp, against the same model in NumPy: the same numbers to rtol/atol, every gradient an ``array_type``."""
-    config = Config(**VARIANT_SHAPE, **variant, dropout=0.1, dtype="float64")
-    host, on_device = GPT(config, seed=3), GPT(config, seed=3).move_to(xp)
-    rng = np.random.default_rng(0)
-    idx, targets = rng.integers(0, 11, (3, 8)), rng.integers(0, 11, (3, 8))
-    loss, grads = host.loss_and_grads(idx, targets)
-    device_loss, device_grads = on_device.loss_and_grads(idx, targets)
-    assert device_loss == pytest.approx(loss, rel=rtol)
-    for name, g in grads.items():
-        assert isinstance(device_grads[name], array_type), name
-        np.testing.assert_allclose(to_host(device_grads[name]), g, rtol=rtol, atol=atol, err_msg=name)
-    np.testing.assert_allclose(to_host(on_device.forward(idx)), host.forward(idx), rtol=rtol, atol=atol)
-
-
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_the_model_on_the_device_computes_what_numpy_computes(fake, variant):
     """Every combination of switches. The fake device computes with NumPy itself, so only the embedding
     gradient's summation order (CuPy has no ``reduceat``; the scatter-add twin runs) can differ."""
@@ -102,7 +81,7 @@ def test_attention_in_query_blocks_runs_on_the_device(fake):
 
 
 def test_adamw_and_clipping_run_on_the_device(fake):
-    config = Config(**VARIANT_SHAPE, dtype="float64")
+    config = Config(**SHAPE, dtype="float64")
     host, on_device = GPT(config, seed=1), GPT(config, seed=1).move_to(fake)
     rng = np.random.default_rng(2)
     grads = {name: rng.standard_normal(p.shape) for name, p in host.params.items()}
@@ -121,7 +100,7 @@ def test_adamw_and_clipping_run_on_the_device(fake):
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_generation_on_the_device_samples_the_same_tokens(fake, use_cache):
-    config = Config(**VARIANT_SHAPE, dtype="float64")
+    config = Config(**SHAPE, dtype="float64")
     host, on_device = GPT(config, seed=4), GPT(config, seed=4).move_to(fake)
 
     def sample(gpt):   # 20 tokens, past n_ctx = 8, so the window restarts on the way
@@ -155,7 +134,7 @@ def test_a_run_started_on_the_device_resumes_on_the_cpu(fake, tmp_path):
     data.write_text(TEXT, encoding="utf-8")
     part = api.train(data=data, out=tmp_path, steps=10, quiet=True, device="cuda", on_step=interrupt_at(4), **TINY)
     assert part.report["status"] == "interrupted"
-    with pytest.raises(BabyError, match="only --device may change"):
+    with pytest.raises(BabyError, match="only `device` may change"):
         api.train(resume=part.guid, out=tmp_path, quiet=True, steps=20)
     resumed = api.train(resume=part.guid, out=tmp_path, quiet=True, device="cpu")
     assert resumed.report["steps"] == 10 and resumed.report["environment"]["device"] == "cpu"

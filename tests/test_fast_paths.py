@@ -11,17 +11,12 @@ import math
 import numpy as np
 import pytest
 
+from helpers import relative_error
 from littlebaby.nn import attention, dropout, gelu, layernorm
 from littlebaby.optim import AdamW
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 DTYPES = ["float64", "float32"]
-
-
-def relative_error(fast, simple):
-    fast, simple = np.asarray(fast, np.float64), np.asarray(simple, np.float64)
-    scale = max(float(np.max(np.abs(simple))), 1e-30)
-    return float(np.max(np.abs(fast - simple))) / scale
 
 
 def assert_agree(fast, simple, dtype, what):
@@ -263,29 +258,3 @@ def test_adamw_agrees_with_the_simple_twin(rng, dtype):
     for grads in grads_per_step:
         opt.step(params, grads)
     assert_agree([params["w"], params["b"]], [expected["w"], expected["b"]], dtype, "AdamW")
-
-
-# --- data parallelism over threads (prototype in benchmarks/bench_data_parallel.py) --------------------------
-
-def test_data_parallel_threads_give_the_full_batch_gradients():
-    """Without dropout, the slice-weighted average of the workers' gradients is the full batch's gradient,
-    also for a batch that does not split evenly."""
-    import pathlib
-    import sys
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
-    from bench_data_parallel import DataParallel
-    from littlebaby.model import GPT, Config
-
-    cfg = Config(vocab_size=11, n_ctx=8, n_emb=16, head_size=16, n_heads=4, n_layers=2, dropout=0.0,
-                 batch_size=5, dtype="float64")
-    gpt = GPT(cfg, seed=3)
-    rng = np.random.default_rng(4)
-    idx, targets = rng.integers(0, 11, (5, 8)), rng.integers(0, 11, (5, 8))
-    loss, grads = gpt.loss_and_grads(idx, targets)
-    parallel = DataParallel(gpt, n_workers=2)
-    try:
-        parallel_loss, parallel_grads = parallel.loss_and_grads(idx, targets)
-    finally:
-        parallel.close()
-    assert parallel_loss == pytest.approx(loss, rel=1e-12)
-    assert_agree([parallel_grads[n] for n in grads], [grads[n] for n in grads], "float64", "data parallel grads")

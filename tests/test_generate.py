@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 import littlebaby.api as api
+from helpers import TEXT
 from littlebaby.errors import BabyError
-from littlebaby.generate import check_settings, make_stepper, sample_next, sample_text, sample_texts
+from littlebaby.sampling import check_settings, make_stepper, sample_next, sample_text, sample_texts
 from littlebaby.kvcache import window_start
 from littlebaby.model import GPT, Config
 from littlebaby.tokenizers import train_tokenizer
 
-TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
 
 
 @pytest.fixture(scope="module")

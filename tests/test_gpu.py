@@ -4,14 +4,13 @@
 import numpy as np
 import pytest
 
+from helpers import COMBINATIONS, ORIGINAL_VARIANTS, SHAPE, check_model_on_device, variant_id
 from littlebaby import device
 from littlebaby.errors import BabyError
-from littlebaby.generate import sample_ids
+from littlebaby.sampling import sample_ids
 from littlebaby.model import GPT, Config
 from littlebaby.nn.backend import to_host
 from littlebaby.optim import AdamW
-from test_device import VARIANT_SHAPE, check_model_on_device, variant_id
-from test_variants import COMBINATIONS
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +22,14 @@ def cupy():
         pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=variant_id)
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_gradients_on_the_gpu_match_numpy(cupy, variant):
     """float64: the GPU sums in another order, so agreement is to rounding (1e-10), not bit for bit."""
     check_model_on_device(cupy, cupy.ndarray, variant, rtol=1e-10, atol=1e-13)
 
 
 def test_float32_training_steps_on_the_gpu_track_numpy(cupy):
-    config = Config(**VARIANT_SHAPE, dropout=0.1)
+    config = Config(**SHAPE, dropout=0.1)
     host, gpu = GPT(config, seed=1), GPT(config, seed=1).move_to(cupy)
     host_opt, gpu_opt = AdamW(host.params), AdamW(gpu.params)
     rng = np.random.default_rng(2)
@@ -46,7 +45,7 @@ def test_float32_training_steps_on_the_gpu_track_numpy(cupy):
 
 
 def test_cached_generation_on_the_gpu(cupy):
-    config = Config(**VARIANT_SHAPE, dtype="float64")
+    config = Config(**SHAPE, dtype="float64")
     host, gpu = GPT(config, seed=4), GPT(config, seed=4).move_to(cupy)
 
     def sample(gpt):

@@ -7,7 +7,7 @@ Parameters are non-trivial random values: zeros and ones hide backward bugs.
 import numpy as np
 import pytest
 
-from gradcheck import TOLERANCE, grad_error
+from gradcheck import TOLERANCE, check_layer, grad_error, randn
 from littlebaby import nn
 from littlebaby.model import Config, param_shapes
 from littlebaby.nn.embedding import token_embedding_backward_simple
@@ -18,26 +18,6 @@ B, T, C, H, NH, V = 3, 5, 8, 12, 3, 7
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-
-
-def randn(rng, *shape):
-    return rng.standard_normal(shape)
-
-
-def check_layer(rng, forward, backward, inputs, **kwargs):
-    """Check d/d(each array in inputs) of sum(forward(*inputs) * R). Returns the worst relative error."""
-    out, cache = forward(*inputs, **kwargs)
-    dout = randn(rng, *out.shape)
-    grads = backward(dout, cache)
-    grads = grads if isinstance(grads, tuple) else (grads,)
-    assert len(grads) == len(inputs)
-
-    def f():
-        return float(np.sum(forward(*inputs, **kwargs)[0] * dout))
-
-    errors = [grad_error(f, x, g, rng) for x, g in zip(inputs, grads)]
-    assert max(errors) < TOLERANCE, errors
-    return max(errors)
 
 
 def test_linear(rng):

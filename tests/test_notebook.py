@@ -68,13 +68,15 @@ def test_notebook_executes_top_to_bottom(tmp_path):
     assert "max |by hand - package| for head 0:" in outputs
     assert "positions 0-19 unchanged: True" in outputs and "positions 20+ changed:    True" in outputs
     assert "same text: True" in outputs
+    assert "trace logits == gpt_forward logits: True" in outputs   # section 9 shows the model's own numbers
     assert re.search(r"sum of sizes [\d,]+ == num_params\(config\) [\d,]+: True", outputs)
     assert not list(tmp_path.glob("configs")), "the notebook must write its run into its own temp dir"
     images = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
               if "image/png" in out.get("data", {})]
-    # two attention maps, the loss curve, the temperature bars, the position similarities: all five must show,
-    # including those drawn after littlebaby.api.train has written a report
-    assert len(images) == 5, f"expected 5 figures in the executed notebook, got {len(images)}"
+    # two attention maps, the loss curve, the temperature bars, the position similarities, and section 9's
+    # attention of every head, sampled-from bars, logit lens and embedding PCA: all nine must show, including
+    # those drawn after littlebaby.api.train has written a report
+    assert len(images) == 9, f"expected 9 figures in the executed notebook, got {len(images)}"
 
 
 def test_layer_notes_exist_for_every_layer():
@@ -92,7 +94,7 @@ def worked_example_numbers():
     """The numbers the parameter guide states for the default model, read from its marked lines."""
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     found = {}
-    for key in ("num_params", "flops_per_token"):
+    for key in ("num_params", "flops_per_token", "default_steps"):
         match = re.search(rf"<!-- check:{key} -->\s*\**\s*([\d,]+)", text)
         assert match, f"docs/PARAMETERS.md lacks the marked total for {key}"
         found[key] = int(match.group(1).replace(",", ""))
@@ -100,11 +102,10 @@ def worked_example_numbers():
 
 
 def default_model_config():
-    """What `baby train` with no options builds: DEFAULT_MODEL, and V = the built-in corpus's distinct characters."""
+    """What `baby train` with no options builds: the default Config, with V = the built-in corpus's characters."""
     from littlebaby import corpus
-    from littlebaby.api import DEFAULT_MODEL
     vocab = len(set(corpus.builtin_corpus_path().read_text(encoding="utf-8")))
-    return Config(**{**DEFAULT_MODEL, "vocab_size": vocab})
+    return Config(vocab_size=vocab)
 
 
 def test_parameter_guide_worked_example_matches_the_code():
@@ -112,10 +113,12 @@ def test_parameter_guide_worked_example_matches_the_code():
     config = default_model_config()
     assert numbers["num_params"] == num_params(config)
     assert numbers["flops_per_token"] == flops_per_token(config)
+    from littlebaby.training import DEFAULT_STEPS
+    assert numbers["default_steps"] == DEFAULT_STEPS
 
 
 def test_parameter_guide_covers_every_option():
-    from littlebaby.train import TrainConfig
+    from littlebaby.training import TrainConfig
     text = PARAMETERS_DOC.read_text(encoding="utf-8")
     names = [f.name for f in dataclasses.fields(Config)] + [f.name for f in dataclasses.fields(TrainConfig)]
     missing = [name for name in names if f"`{name}`" not in text]

@@ -7,10 +7,10 @@ steps < 1e-6 in float64. On failure every tensor is listed with its max-diff, li
 The reference (``tests/torch_reference.py``) is itself checked against a plain loop over heads and positions,
 and the comparison helper is shown to flag a single perturbed gradient entry, so a pass means something.
 
-The architecture switches (post-norm, mixture of heads, dense and sparse mixture of experts, weight tying) are
-checked the same way, each alone and in combinations, in both dtypes with dropout on; for sparse experts the
-training loss and its gradients include the load-balancing term. The reference's mixture of heads and mixture of
-experts are themselves checked against plain loops over heads, tokens and experts.
+The architecture switches (post-norm, mixture of heads, dense and sparse mixture of experts, weight tying, no Q,
+K, V or gate biases) are checked the same way, each alone and in combinations, in both dtypes with dropout on;
+for sparse experts the training loss and its gradients include the load-balancing term. The reference's mixture
+of heads and mixture of experts are themselves checked against plain loops over heads, tokens and experts.
 """
 
 import math
@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch", reason="the parity tests need PyTorch (pip 
 from littlebaby.model import GPT, Config, param_shapes  # noqa: E402
 from littlebaby.nn import attention  # noqa: E402
 from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule  # noqa: E402
+from helpers import relative_error  # noqa: E402
 from torch_reference import (  # noqa: E402
     TorchGPT, Variant, causal_self_attention, expected_param_shapes, mixture_of_experts, mixture_of_heads,
     no_dropout,
@@ -68,14 +69,6 @@ def make_pair(shape: dict, dtype: str, dropout: float = 0.0, seed: int = 0, **sw
     gpt = GPT(cfg, seed=seed)
     randomize_params(gpt.params, np.random.default_rng(1000 + seed))
     return gpt, TorchGPT(cfg, gpt.params)
-
-
-def relative_error(ours, ref) -> float:
-    """max|ours - ref| / max|ref|; the absolute max-diff when the reference is all zeros."""
-    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    diff = float(np.max(np.abs(ours - ref)))
-    scale = float(np.max(np.abs(ref)))
-    return diff / scale if scale > 0 else diff
 
 
 def compare(ours: dict, ref: dict, tol: float) -> tuple[list[str], str]:
@@ -251,6 +244,11 @@ VARIANTS = {
     "post_moe_top1_tied": dict(MOE, c_sequence="post", moe_top_k=1, weight_tying=True),
     "moh_moe_top2_tied": dict(MOE, c_attention="moh", moe_top_k=2, weight_tying=True),
     "post_moh_moe_dense_tied": dict(MOE, c_sequence="post", c_attention="moh", moe_top_k=0, weight_tying=True),
+    # without the Q, K, V and gate biases, as the original notebook's models are (docs/IMPORT.md)
+    "no_qkv_bias": dict(qkv_bias=False),
+    "moe_top2_no_gate_bias": dict(MOE, moe_top_k=2, gate_bias=False),
+    "original_moh_moe_dense": dict(MOE, c_attention="moh", moe_top_k=0, qkv_bias=False, gate_bias=False),
+    "original_post": dict(c_sequence="post", qkv_bias=False, gate_bias=False),
 }
 SPARSE = [name for name, switches in VARIANTS.items() if switches.get("moe_top_k", 0) > 0]
 

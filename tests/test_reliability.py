@@ -15,15 +15,14 @@ import time
 
 import pytest
 
-from littlebaby import api, checkpoint, runs
+from helpers import TEXT, TINY_FLAGS, TINY_RUN
+from littlebaby import api, checkpoint, files, runs, training
 from littlebaby.cli import main
 from littlebaby.runs import RunPaths, run_ids
+from littlebaby.tokenizers import train_tokenizer
 
-TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
-        "--batch-size", "4", "--lr", "0.01"]
-TINY_OPTIONS = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=0.01,
-                    completion_tokens=0)
-TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+TINY = TINY_FLAGS
+TINY_OPTIONS = dict(TINY_RUN, completion_tokens=0)
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -113,7 +112,7 @@ def test_model_from_a_newer_version_is_refused_for_generate_and_finetune(work, c
 def test_tokenizer_of_another_size_is_refused(work, capsys):
     paths = the_run(work)
     data = json.loads(paths.tokenizer.read_text(encoding="utf-8"))
-    other = api.train_tokenizer(data["kind"], TEXT + "XYZ")
+    other = train_tokenizer(data["kind"], TEXT + "XYZ")
     other.save(paths.tokenizer)
     refused(capsys, work, "generate", "last", "--out", work, says="different runs")
 
@@ -141,7 +140,7 @@ def test_damaged_run_records(work, capsys, change, says):
     ({"dropout": 1.0}, "[0, 1)"),
     ({"lr": 0}, "'lr' must be a positive"),
     ({"lr": -0.1}, "'lr' must be a positive"),
-    ({"steps": 0}, "'steps' must be positive"),
+    ({"steps": 0}, "'steps' must be a positive integer"),
     ({"n_ctx": 4096}, "n_ctx + 1"),
     ([1, 2], "JSON object"),
 ])
@@ -157,7 +156,7 @@ def test_broken_config_json(tmp_path, capsys):
     for text in ("{", '{"n_ctx": ' + "9" * 5000 + "}", "[" * 100000):
         (tmp_path / "c.json").write_text(text, encoding="utf-8")
         refused(capsys, tmp_path, "train", "--data", tmp_path / "tiny.txt", "--config", tmp_path / "c.json",
-                "--out", tmp_path, says="not valid UTF-8 JSON")
+                "--out", tmp_path, says="not valid JSON")
 
 
 @pytest.mark.parametrize("flags, says", [
@@ -294,8 +293,7 @@ def refused_after_training(capsys, *args):
 @pytest.mark.parametrize("where", ["eval", "save"])
 def test_signal_during_eval_or_save_leaves_a_resumable_run(tmp_path, capsys, monkeypatch, where):
     (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    trainlib = sys.modules["littlebaby.train"]          # littlebaby.train is also the api function's name
-    target = {"eval": (trainlib, "evaluate"), "save": (checkpoint, "save_arrays")}[where]
+    target = {"eval": (training, "evaluate"), "save": (checkpoint, "save_arrays")}[where]
     original = getattr(*target)
     calls = {"n": 0}
 
@@ -319,8 +317,7 @@ def test_signal_during_eval_or_save_leaves_a_resumable_run(tmp_path, capsys, mon
 
 def test_interrupt_before_the_first_step_is_resumable(tmp_path, capsys, monkeypatch):
     (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
-    trainlib = sys.modules["littlebaby.train"]
-    original = trainlib.evaluate
+    original = training.evaluate
 
     calls = {"n": 0}
 
@@ -330,7 +327,7 @@ def test_interrupt_before_the_first_step_is_resumable(tmp_path, capsys, monkeypa
             os.kill(os.getpid(), signal.SIGINT)
         return original(*args)
 
-    monkeypatch.setattr(trainlib, "evaluate", interrupted_first_eval)
+    monkeypatch.setattr(training, "evaluate", interrupted_first_eval)
     assert baby("train", "--data", tmp_path / "tiny.txt", "--steps", "6", "--quiet", "--out", tmp_path, *TINY) == 0
     monkeypatch.undo()
     paths = the_run(tmp_path)
@@ -351,7 +348,7 @@ def test_disk_full_during_a_save_says_so_and_keeps_earlier_files(tmp_path, capsy
                 raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(runs.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     err = refused_after_training(capsys, "train", "--data", tmp_path / "tiny.txt", "--steps", "8",
                                  "--eval-every", "2", "--quiet", "--out", tmp_path, *TINY)
     monkeypatch.undo()
@@ -381,7 +378,7 @@ def test_disk_full_while_saving_the_tokenizer(tmp_path, capsys, monkeypatch):
 
 KILL_MID_SAVE = """
 import os, sys, time
-from littlebaby import runs
+from littlebaby import files
 from littlebaby.cli import main
 real_fsync, seen = os.fsync, []
 def fsync(fd):
@@ -391,7 +388,7 @@ def fsync(fd):
             open(sys.argv[2], "w", encoding="utf-8").close()
             time.sleep(60)
     real_fsync(fd)
-runs.os.fsync = fsync
+files.os.fsync = fsync
 main(["train", "--data", sys.argv[1], "--steps", "8", "--eval-every", "2", "--quiet", "--out", sys.argv[3],
       "--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
       "--batch-size", "4"])

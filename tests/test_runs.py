@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from littlebaby import checkpoint, runs
+from littlebaby import checkpoint, files, runs
 from littlebaby.errors import BabyError
 
 
@@ -14,7 +14,7 @@ def make_record(out, guid, created, parent=None):
     record = runs.RunRecord(version="0", guid=guid, kind="finetune" if parent else "train", parent=parent,
                             created=created, seed=0, model={"vocab_size": 3}, training={}, plan={},
                             tokenizer={"kind": "char"}, data={})
-    runs.atomic_write_json(runs.RunPaths(out, guid).config, record.to_dict())
+    files.atomic_write_json(runs.RunPaths(out, guid).config, record.to_dict())
 
 
 def test_artifact_names_follow_the_guid(tmp_path):
@@ -29,15 +29,15 @@ def test_artifact_names_follow_the_guid(tmp_path):
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "a" / "f.txt"
-    runs.atomic_write_text(path, "old")
+    files.atomic_write_text(path, "old")
     assert path.read_text(encoding="utf-8") == "old"
 
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
-        runs.atomic_write_text(path, "new")
+        files.atomic_write_text(path, "new")
     assert path.read_text(encoding="utf-8") == "old"
     assert os.listdir(path.parent) == ["f.txt"]                           # the temp file was removed
 
@@ -73,7 +73,7 @@ def test_broken_record_is_named(tmp_path):
     with pytest.raises(BabyError, match="colour"):
         runs.load_record(tmp_path, "g1")
     path.write_text("{", encoding="utf-8")
-    with pytest.raises(BabyError, match="not valid UTF-8 JSON"):
+    with pytest.raises(BabyError, match="not valid JSON"):
         runs.load_record(tmp_path, "g1")
 
 
@@ -84,16 +84,28 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     data_rng = np.random.default_rng(1)
     history = {"loss": [1.5, 1.25], "evals": [{"step": 0, "val_loss": 2.0}]}
     checkpoint.save_checkpoint(tmp_path / "c.safetensors", params, state, data_rng.bit_generator.state,
-                               rng.bit_generator.state, history)
+                               [rng.bit_generator.state], history)
     loaded = checkpoint.load_checkpoint(tmp_path / "c.safetensors")
     for name in params:
         np.testing.assert_array_equal(loaded["params"][name], params[name])
         np.testing.assert_array_equal(loaded["optimizer"]["m"][name], state["m"][name])
         np.testing.assert_array_equal(loaded["optimizer"]["v"][name], state["v"][name])
     assert loaded["optimizer"]["step"] == 7 and loaded["history"] == history
+    assert loaded["dropout_rngs"] == [rng.bit_generator.state]
     restored = np.random.default_rng()
     restored.bit_generator.state = loaded["data_rng"]
     assert restored.random() == data_rng.random()
+
+
+def test_a_checkpoint_keeps_every_share_s_dropout_state_and_one_share_s_as_before(tmp_path):
+    params = {"w": np.ones((2, 2), np.float32)}
+    state = {"step": 1, "m": params, "v": params}
+    shares = [np.random.default_rng(n).bit_generator.state for n in range(3)]
+    checkpoint.save_checkpoint(tmp_path / "three.safetensors", params, state, shares[0], shares, {"loss": []})
+    assert checkpoint.load_checkpoint(tmp_path / "three.safetensors")["dropout_rngs"] == shares
+    checkpoint.save_checkpoint(tmp_path / "one.safetensors", params, state, shares[0], shares[:1], {"loss": []})
+    _, meta = checkpoint.load_arrays(tmp_path / "one.safetensors")
+    assert "dropout_rngs" not in meta and meta["dropout_rng"] == shares[0]      # the one-process format
 
 
 def test_model_file_carries_its_config(tmp_path):

@@ -11,16 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import TEXT
 from littlebaby import checkpoint, model
 from littlebaby.cli import main
 from littlebaby.errors import BabyError
-from littlebaby.runs import RunPaths, load_record, read_json, run_ids
+from littlebaby.files import read_json
+from littlebaby.runs import RunPaths, load_record, run_ids
 from littlebaby.tokenizers import load_tokenizer, tokenizer_from_dict, train_tokenizer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["--n-ctx", "8", "--n-emb", "16", "--head-size", "16", "--n-heads", "2", "--n-layers", "1",
-        "--batch-size", "4"]
-TEXT = "".join(f"ANNE:\nI have {n} roses.\n\nBEN:\nGive me one.\n\n" for n in range(40))
 
 
 def pickle_payload(marker: pathlib.Path) -> bytes:
@@ -68,14 +67,19 @@ def test_no_code_execution_primitives_in_the_package():
     assert not found, found
 
 
-@pytest.mark.parametrize("which", ["model", "tokenizer", "config"])
-def test_a_pickle_payload_in_any_run_file_runs_nothing(work, capsys, tmp_path, which):
+@pytest.mark.parametrize("which, npy_says, pickle_says", [
+    ("model", "is not a littlebaby safetensors file", "is not a littlebaby safetensors file"),
+    ("tokenizer", "is not UTF-8 text", "is not valid JSON"),
+    ("config", "is not UTF-8 text", "is not valid JSON"),
+])
+def test_a_pickle_payload_in_any_run_file_runs_nothing(work, capsys, tmp_path, which, npy_says, pickle_says):
+    """Each crafted file is refused by the check of its own kind, which names the file, and runs nothing."""
     marker = tmp_path / "pwned"
     target = getattr(paths_of(work), which)
     target.write_bytes(npy_with_pickle(marker))
-    generate_refused(work, capsys, "error")
+    generate_refused(work, capsys, f"{target} {npy_says}")
     target.write_bytes(pickle_payload(marker))
-    generate_refused(work, capsys, "error")
+    generate_refused(work, capsys, f"{target} {pickle_says}")
     assert not marker.exists()
 
 

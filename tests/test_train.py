@@ -2,21 +2,20 @@
 
 import hashlib
 import json
-import os
+import math
 import signal
 
 import numpy as np
 import pytest
 
 import littlebaby.api as api
+from helpers import TEXT, TINY_RUN, interrupt_at
 from littlebaby import checkpoint
 from littlebaby.errors import BabyError
 from littlebaby.runs import RunPaths
-from littlebaby.train import Plan, TrainConfig, make_plan
+from littlebaby.training import TrainConfig, make_plan
 
-TINY = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=1e-2,
-            completion_tokens=20)
-TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
+TINY = dict(TINY_RUN, completion_tokens=20)
 
 
 @pytest.fixture
@@ -53,8 +52,8 @@ def test_report_holds_the_analysis(corpus, tmp_path):
     assert [e["step"] for e in r["evals"]] == [0, 10, 20, 30]
     assert len(r["loss"]) == len(r["grad_norm"]) == len(r["lr"]) == len(r["step_time"]) == 30
     assert r["tokens_seen"] == 30 * 4 * 8
-    assert r["epochs"] == pytest.approx(30 / r["planned_steps"] * r["planned_steps"] / Plan.from_dict(
-        run.record.plan).steps_per_epoch)
+    per_epoch = math.ceil(run.record.data["train_tokens"] / (4 * 8))     # windows of B x T to cover the split
+    assert r["epochs"] == pytest.approx(30 / per_epoch)
     assert r["num_params"] == sum(a.size for a in run.gpt.params.values())
     assert r["flops_per_token"] > 0 and r["achieved_gflops"] > 0 and r["tokens_per_s"] > 0
     assert r["final_val_bpc"] == pytest.approx(r["final_val_loss"] / np.log(2))   # char: one token per char
@@ -63,20 +62,12 @@ def test_report_holds_the_analysis(corpus, tmp_path):
     assert {"numpy", "blas", "cpu", "usable_cpus"} <= set(r["environment"])
 
 
-def interrupt_at(step, sig=signal.SIGINT):
-    def on_step(s):
-        if s == step:
-            os.kill(os.getpid(), sig)
-    return on_step
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_then_resumed_run_is_bitwise_identical(corpus, tmp_path, sig, capsys):
+def test_interrupted_then_resumed_run_is_bitwise_identical(corpus, tmp_path, sig):
     options = dict(TINY, dropout=0.1, steps=20, eval_every=6, seed=3, completion_tokens=0)
     whole = api.train(data=corpus, out=tmp_path / "a", quiet=True, **options)
     part = api.train(data=corpus, out=tmp_path / "b", quiet=False, on_step=interrupt_at(9, sig), **options)
     assert part.report["status"] == "interrupted" and part.report["steps"] == 9
-    assert f"baby train --resume {part.guid} --out {tmp_path / 'b'}" in capsys.readouterr().err
     resumed = api.train(resume=part.guid[:8], out=tmp_path / "b", quiet=True)
     a, b = weights(tmp_path / "a", whole.guid), weights(tmp_path / "b", resumed.guid)
     assert a.keys() == b.keys()
@@ -153,7 +144,7 @@ def test_finetune_grows_the_vocab_and_leaves_the_parent_alone(corpus, tmp_path):
     assert new.chars[:old.vocab_size] == old.chars                      # old ids keep their meaning
     assert child.gpt.params["wte"].shape[0] == child.gpt.params["lm_head.w"].shape[1] == new.vocab_size
     assert json.loads(RunPaths(tmp_path, child.guid).config.read_text(encoding="utf-8"))["parent"] == parent.guid
-    with pytest.raises(BabyError, match="--overwrite"):
+    with pytest.raises(BabyError, match="overwrite=True"):
         api.finetune(parent.guid, data=new_text, out=tmp_path, steps=2, quiet=True)
     api.finetune(parent.guid, data=new_text, out=tmp_path, steps=2, quiet=True, overwrite=True, completion_tokens=0)
     with pytest.raises(BabyError, match="n_ctx is fixed by the parent"):

@@ -1,20 +1,19 @@
 """The architecture switches: each variant's layers and whole model against finite differences, and each
 combination trains."""
 
-import itertools
-
 import numpy as np
 import pytest
 
-from gradcheck import TOLERANCE, grad_error
+from gradcheck import TOLERANCE, check_layer, grad_error, model_grad_errors, randn
+from helpers import COMBINATIONS, ORIGINAL_VARIANTS, SHAPE, nontrivial_gpt, variant_id
 from littlebaby import nn
+from littlebaby.errors import ConfigError
 from littlebaby.model import GPT, Config, num_params
 from littlebaby.nn import moe as moe_module
 from littlebaby.nn.moe import moe_backward, moe_forward
 from littlebaby.nn.moh import moh_backward, moh_forward
 from littlebaby.nn.softmax import softmax_backward, softmax_forward
 from littlebaby.optim import AdamW
-from test_nn import check_layer, randn
 
 B, T, C, H, NH, NE, F = 2, 5, 8, 12, 3, 4, 16
 
@@ -91,50 +90,57 @@ def test_sparse_routing_skips_the_unchosen_experts(rng, monkeypatch):
     assert sum(rows_seen) == B * T * NE
 
 
-def test_load_balancing_loss_is_its_weight_when_the_load_is_even():
-    N = 8
-    probs_even = np.full((N, NE), 1.0 / NE)
-    weights = moe_module.route(probs_even + np.eye(N, NE) * 1e-3, 1)  # token n prefers expert n % NE
-    assert np.allclose(weights.sum(axis=1), 1.0) and np.all((weights > 0).sum(axis=1) == 1)
+def test_load_balancing_loss_is_its_weight_when_the_load_is_even(rng):
+    """aux = weight * NE * sum_e f_e P_e: with every expert getting 1/NE of the tokens and 1/NE of the gate's
+    mass it is the weight itself; with every token sent to one expert it is larger."""
+    N, weight = 2 * NE, 0.3
+    experts = [randn(rng, NE, C, F), randn(rng, NE, F), randn(rng, NE, F, C), randn(rng, NE, C)]
+    x = np.zeros((1, N, C))
+    x[0, np.arange(N), np.arange(N) % NE] = 1e-3      # token n leans to expert n % NE through the gate below
+    w_gate, b_gate = np.eye(C, NE), np.zeros(NE)
+    _, even, cache = moe_forward(x, w_gate, b_gate, *experts, top_k=1, aux_weight=weight)
+    routed_share = cache[3]
+    np.testing.assert_allclose(routed_share, 1.0 / NE, rtol=0, atol=1e-15)   # the load is even
+    assert even == pytest.approx(weight, rel=1e-12)
+    x[0, :, 0] = 1.0                                   # now every token prefers expert 0
+    _, uneven, _ = moe_forward(x, w_gate, b_gate, *experts, top_k=1, aux_weight=weight)
+    assert uneven > 1.5 * weight
 
 
-SWITCHES = dict(c_sequence=["pre", "post"], c_attention=["mha", "moh"], c_network=["mlp", "moe"],
-                moe_top_k=[0, 2], weight_tying=[False, True])
-COMBINATIONS = [dict(zip(SWITCHES, values)) for values in itertools.product(*SWITCHES.values())
-                if not (values[2] == "mlp" and values[3] == 2)]  # top_k means nothing without experts
-TINY = dict(vocab_size=11, n_ctx=8, n_emb=12, head_size=16, n_heads=4, n_layers=2, batch_size=3, n_experts=3,
-            moe_expansion=2, moe_aux_weight=0.05)
-
-
-def nontrivial_gpt(variant, dtype="float64", dropout=0.0):
-    """Random parameters large enough that every gradient is well above the finite differences' rounding
-    (post-norm's first attention sees raw embeddings: at 0.02 scale its Q and K gradients are ~1e-4)."""
-    gpt = GPT(Config(**TINY, **variant, dropout=dropout, dtype=dtype), seed=0)
-    rng = np.random.default_rng(100)
-    for p in gpt.params.values():
-        p += (rng.standard_normal(p.shape) * 0.3).astype(p.dtype)
-    return gpt
-
-
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_whole_model_gradients_for_every_combination(variant):
+    """Every parameter against finite differences, with entries probed in every head and every expert."""
     gpt = nontrivial_gpt(variant, dropout=0.1)
     rng = np.random.default_rng(5)
     idx, targets = rng.integers(0, 11, (3, 6)), rng.integers(0, 11, (3, 6))
-    loss, grads = gpt.loss_and_grads(idx, targets, rng=np.random.default_rng(9))
-    assert list(grads) == list(gpt.params)
+    assert list(gpt.loss_and_grads(idx, targets)[1]) == list(gpt.params)
     assert gpt.num_params() == sum(p.size for p in gpt.params.values())
-
-    def f():
-        return gpt.loss_and_grads(idx, targets, rng=np.random.default_rng(9))[0]
-
-    errors = {name: grad_error(f, gpt.params[name], grads[name], rng, n_probes=4) for name in gpt.params}
+    errors = model_grad_errors(gpt, idx, targets, dropout_seed=9, n_probes=4)
     assert max(errors.values()) < TOLERANCE, {k: v for k, v in errors.items() if v >= TOLERANCE}
 
 
-@pytest.mark.parametrize("variant", COMBINATIONS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_the_whole_model_check_finds_a_bug_in_one_expert_or_one_head(monkeypatch):
+    """A gradient wrong in a single expert's slice, or in a single head's columns of w_qkv, fails the check
+    above: the probes reach every expert and every head."""
+    gpt = nontrivial_gpt(dict(c_network="moe", moe_top_k=2))
+    rng = np.random.default_rng(5)
+    idx, targets = rng.integers(0, 11, (3, 6)), rng.integers(0, 11, (3, 6))
+    hs = gpt.config.head_size // gpt.config.n_heads
+    original = GPT.loss_and_grads
+    for name, part in [("blocks.1.moe.w_fc", np.s_[2]), ("blocks.0.attn.w_qkv", np.s_[:, 2 * hs:3 * hs])]:
+        def wrong_in_one_part(self, idx, targets, rng=None, name=name, part=part):
+            loss, grads = original(self, idx, targets, rng)
+            grads[name][part] *= 1.01
+            return loss, grads
+
+        monkeypatch.setattr(GPT, "loss_and_grads", wrong_in_one_part)
+        errors = model_grad_errors(gpt, idx, targets, dropout_seed=9, n_probes=4)
+        assert errors[name] > 100 * TOLERANCE and max(e for n, e in errors.items() if n != name) < TOLERANCE
+
+
+@pytest.mark.parametrize("variant", COMBINATIONS + ORIGINAL_VARIANTS, ids=variant_id)
 def test_every_combination_trains(variant):
-    gpt = GPT(Config(**TINY, **variant, dropout=0.0, lr=1e-2), seed=1)
+    gpt = GPT(Config(**SHAPE, **variant, dropout=0.0, lr=1e-2), seed=1)
     rng = np.random.default_rng(0)
     idx = rng.integers(0, 11, (4, 8))
     targets = np.roll(idx, -1, axis=1)
@@ -147,10 +153,22 @@ def test_every_combination_trains(variant):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.parametrize("variant", ORIGINAL_VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_switched_off_biases_are_absent_and_counted(variant):
+    config = Config(**SHAPE, **variant)
+    gpt = GPT(config)
+    names = {name.split(".", 2)[-1] for name in gpt.params}
+    assert ("attn.b_qkv" in names) == config.qkv_bias
+    assert not ({"attn.b_gate", "moe.b_gate"} & names) or config.gate_bias
+    assert num_params(config) == sum(p.size for p in gpt.params.values())
+    with_biases = Config(**SHAPE, **{**variant, "qkv_bias": True, "gate_bias": True})
+    assert num_params(config) < num_params(with_biases)
+
+
 def test_weight_tying_shares_one_array():
-    gpt = GPT(Config(**TINY, weight_tying=True))
+    gpt = GPT(Config(**SHAPE, weight_tying=True))
     assert "lm_head.w" not in gpt.params
-    assert num_params(gpt.config) == num_params(Config(**TINY)) - 12 * 11
+    assert num_params(gpt.config) == num_params(Config(**SHAPE)) - 12 * 11
 
 
 @pytest.mark.parametrize("data, message", [
@@ -159,6 +177,6 @@ def test_weight_tying_shares_one_array():
     ({"moe_aux_weight": -1.0}, "'moe_aux_weight' must be >= 0"),
 ])
 def test_switch_values_are_checked(data, message):
-    with pytest.raises(Exception) as err:
-        Config.from_dict({**TINY, **data})
+    with pytest.raises(ConfigError) as err:
+        Config.from_dict({**SHAPE, **data})
     assert message in str(err.value)

@@ -20,6 +20,8 @@ The architecture switches (``littlebaby.model.Config``'s names; the defaults giv
   routed slots that chose expert e (a constant: no gradient flows through the choice) and P_e the mean gate
   probability of e over the N tokens.
 - ``weight_tying``: the head is ``x @ wte.T + lm_head.b`` and there is no ``lm_head.w``.
+- ``qkv_bias`` off: Q, K and V are ``h @ w_qkv`` with no ``b_qkv``; ``gate_bias`` off: the gates of mixture of
+  heads and of experts are ``h @ w_gate`` with no ``b_gate``. Both off is the original notebook's layout.
 
 Dropout follows our convention exactly so that the two models can share masks: for each block, in order, a
 mask for the attention weights (B, NH, T, T), one after the attention (B, T, C) and one after the MLP or the
@@ -73,6 +75,8 @@ class Variant:
     moe_expansion: int = 4         # an expert's hidden width is moe_expansion * C
     moe_aux_weight: float = 0.01   # weight of the load-balancing loss (sparse routing only)
     weight_tying: bool = False     # the head reuses wte (transposed)
+    qkv_bias: bool = True          # Q, K, V have the bias b_qkv
+    gate_bias: bool = True         # the gates (mixture of heads, of experts) have the bias b_gate
 
     @classmethod
     def of(cls, cfg) -> "Variant":
@@ -104,6 +108,10 @@ def expected_param_shapes(cfg: ModelShape) -> dict[str, tuple[int, ...]]:
         NE, Fe = variant.n_experts, variant.moe_expansion * C
         block.update({"moe.w_gate": (C, NE), "moe.b_gate": (NE,), "moe.w_fc": (NE, C, Fe), "moe.b_fc": (NE, Fe),
                       "moe.w_proj": (NE, Fe, C), "moe.b_proj": (NE, C)})
+    if not variant.qkv_bias:
+        del block["attn.b_qkv"]
+    if not variant.gate_bias:
+        block = {name: shape for name, shape in block.items() if name not in ("attn.b_gate", "moe.b_gate")}
     shapes = {"wte": (V, C), "wpe": (cfg.n_ctx, C)}
     for i in range(cfg.n_layers):
         shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
@@ -133,12 +141,13 @@ def layer_norm(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return F.layer_norm(x, (x.shape[-1],), w, b, eps=LAYERNORM_EPS)
 
 
-def attention_heads(h: Tensor, w_qkv: Tensor, b_qkv: Tensor, n_heads: int, drop: Dropout) -> Tensor:
-    """(B, T, C) -> (B, NH, T, hs): each head's causal attention output, before the heads are combined."""
+def attention_heads(h: Tensor, w_qkv: Tensor, b_qkv: Tensor | None, n_heads: int, drop: Dropout) -> Tensor:
+    """(B, T, C) -> (B, NH, T, hs): each head's causal attention output, before the heads are combined.
+    ``b_qkv`` None: Q, K and V have no bias."""
     B, T, _ = h.shape
     H = w_qkv.shape[1] // 3
     hs = H // n_heads
-    qkv = h @ w_qkv + b_qkv  # (B, T, 3H)
+    qkv = h @ w_qkv if b_qkv is None else h @ w_qkv + b_qkv  # (B, T, 3H)
     q, k, v = qkv.split(H, dim=-1)  # 3 x (B, T, H)
     q = q.view(B, T, n_heads, hs).transpose(1, 2)  # (B, NH, T, hs)
     k = k.view(B, T, n_heads, hs).transpose(1, 2)  # (B, NH, T, hs)
@@ -151,17 +160,19 @@ def attention_heads(h: Tensor, w_qkv: Tensor, b_qkv: Tensor, n_heads: int, drop:
 
 
 def causal_self_attention(h: Tensor, p: dict[str, Tensor], n_heads: int, drop: Dropout) -> Tensor:
-    """(B, T, C) -> (B, T, C); ``p`` holds this block's ``w_qkv, b_qkv, w_proj, b_proj``."""
+    """(B, T, C) -> (B, T, C); ``p`` holds this block's ``w_qkv, b_qkv, w_proj, b_proj`` (b_qkv may be absent)."""
     B, T, _ = h.shape
-    y = attention_heads(h, p["w_qkv"], p["b_qkv"], n_heads, drop)  # (B, NH, T, hs)
+    y = attention_heads(h, p["w_qkv"], p.get("b_qkv"), n_heads, drop)  # (B, NH, T, hs)
     y = y.transpose(1, 2).reshape(B, T, -1)  # (B, T, H) heads side by side
     return y @ p["w_proj"] + p["b_proj"]  # (B, T, C)
 
 
 def mixture_of_heads(h: Tensor, p: dict[str, Tensor], n_heads: int, drop: Dropout) -> Tensor:
-    """(B, T, C) -> (B, T, C); ``p`` holds ``w_qkv, b_qkv, w_gate, b_gate, w_proj (hs, C), b_proj``."""
-    y = attention_heads(h, p["w_qkv"], p["b_qkv"], n_heads, drop)  # (B, NH, T, hs)
-    gate = torch.softmax(h @ p["w_gate"] + p["b_gate"], dim=-1)  # (B, T, NH) a distribution over the heads
+    """(B, T, C) -> (B, T, C); ``p`` holds ``w_qkv, b_qkv, w_gate, b_gate, w_proj (hs, C), b_proj`` (either bias
+    may be absent)."""
+    y = attention_heads(h, p["w_qkv"], p.get("b_qkv"), n_heads, drop)  # (B, NH, T, hs)
+    gate_logits = h @ p["w_gate"] if "b_gate" not in p else h @ p["w_gate"] + p["b_gate"]  # (B, T, NH)
+    gate = torch.softmax(gate_logits, dim=-1)  # (B, T, NH) a distribution over the heads
     mixed = torch.einsum("btn,bntd->btd", gate, y)  # (B, T, hs) sum over heads of gate * head output
     return mixed @ p["w_proj"] + p["b_proj"]  # (B, T, C)
 
@@ -198,7 +209,7 @@ def mixture_of_experts(h: Tensor, p: dict[str, Tensor], top_k: int, aux_weight: 
     """
     B, T, C = h.shape
     x = h.reshape(B * T, C)  # (N, C)
-    gate_logits = x @ p["w_gate"] + p["b_gate"]  # (N, NE)
+    gate_logits = x @ p["w_gate"] if "b_gate" not in p else x @ p["w_gate"] + p["b_gate"]  # (N, NE)
     weights = expert_weights(gate_logits, top_k)  # (N, NE)
     # all experts at once: (N, C) @ (NE, C, F) broadcasts to (NE, N, F); the biases get a token axis
     experts = {"w_fc": p["w_fc"], "b_fc": p["b_fc"][:, None, :],

@@ -13,7 +13,8 @@ Two kinds share one base class (``Tokenizer``, in base.py):
 """
 
 from littlebaby.errors import BabyError
-from littlebaby.tokenizers.base import FORMAT_VERSION, StreamDecoder, Tokenizer, read_json_file
+from littlebaby.files import read_json
+from littlebaby.tokenizers.base import FORMAT_VERSION, StreamDecoder, Tokenizer
 from littlebaby.tokenizers.bpe import BPETokenizer
 from littlebaby.tokenizers.char import CharTokenizer
 
@@ -53,7 +54,7 @@ def tokenizer_from_dict(data) -> Tokenizer:
 
 def load_tokenizer(path) -> Tokenizer:
     """Read a tokenizer saved with ``tok.save(path)``; any malformed file raises BabyError."""
-    return tokenizer_from_dict(read_json_file(path, "tokenizer file"))
+    return tokenizer_from_dict(read_json(path, "tokenizer file"))
 
 
 __all__ = [

@@ -11,15 +11,11 @@ and read them as UTF-8. Only ``encode`` and the file format differ, so a subclas
 """
 
 import codecs
-import json
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from littlebaby.errors import BabyError
-from littlebaby.runs import WriteError, write_error_message
+from littlebaby.files import atomic_write_json
 
 FORMAT_VERSION = 1  # bump when the JSON layout changes; load refuses versions it does not know
 
@@ -87,23 +83,8 @@ class Tokenizer:
         raise NotImplementedError
 
     def save(self, path) -> None:
-        """Write the tokenizer as UTF-8 JSON, atomically: a temp file in the same folder, then os.replace."""
-        path = Path(path)
-        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
-        try:
-            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as e:
-            raise WriteError(write_error_message(path, e)) from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_name, path)
-        except OSError as e:   # disk full, read-only: one clear line, the previous file untouched
-            raise WriteError(write_error_message(path, e)) from None
-        finally:
-            Path(tmp_name).unlink(missing_ok=True)
+        """Write the tokenizer as UTF-8 JSON, atomically (littlebaby.files)."""
+        atomic_write_json(path, self.to_dict(), indent=1, ensure_ascii=False)
 
 
 class StreamDecoder:
@@ -131,22 +112,6 @@ class StreamDecoder:
         rest = self._utf8.decode(b"", final=True)
         self._utf8.reset()
         return rest
-
-
-def read_json_file(path, what: str = "tokenizer file"):
-    """Read a UTF-8 JSON file, turning every way it can be broken into one BabyError."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise BabyError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BabyError(f"{what} {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError; so is a 5000-digit number
-        raise BabyError(f"{what} {str(path)!r} is not valid JSON: {e}; re-save it with tok.save()") from None
 
 
 def require_str(text, what: str = "text") -> str:
