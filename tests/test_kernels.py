@@ -9,7 +9,9 @@ training step with the kernels must equal the NumPy step.
 import numpy as np
 import pytest
 
+from helpers import TEXT, TINY_FLAGS
 from littlebaby import kernels
+from littlebaby.cli import main
 from littlebaby.model import GPT, Config
 from littlebaby.nn import attention, gelu, layernorm
 from littlebaby.nn.backend import COMPILED_TWINS
@@ -159,7 +161,53 @@ def test_kernels_leave_cupy_like_arrays_to_numpy():
 
 def test_numba_asked_for_without_numba_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(kernels, "numba_or_reason", lambda: (None, "numba could not be imported (test)"))
-    with pytest.raises(kernels.BabyError, match="--kernels numba: numba could not be imported"):
+    with pytest.raises(kernels.BabyError, match="`kernels='numba'`: numba could not be imported"):
         kernels.resolve("numba")
     assert kernels.resolve("auto") == ("numpy", "numba kernels unavailable, using the NumPy layers: numba could "
                                                  "not be imported (test)")
+
+
+# --- through the command: the choice, what a run says of it, and the fallbacks ---------------------------------
+
+def train_tiny(tmp_path, capsys, *flags):
+    (tmp_path / "tiny.txt").write_text(TEXT, encoding="utf-8")
+    code = main(["train", "--data", str(tmp_path / "tiny.txt"), "--steps", "2", "--out", str(tmp_path / "out"),
+                 "--completion-tokens", "0", *TINY_FLAGS, *flags])
+    return code, capsys.readouterr().err
+
+
+def test_a_run_says_once_how_it_runs(tmp_path, capsys):
+    code, err = train_tiny(tmp_path, capsys, "--threads", "1")
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("training on")]
+    assert lines == ["training on 1 core: 1 process x 1 BLAS thread, numba kernels"]
+    assert kernels.in_use() == "numpy"    # the run leaves the process as it found it
+
+
+def test_kernels_numba_without_numba_is_a_one_line_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(kernels, "numba_or_reason", lambda: (None, "numba could not be imported (No module)"))
+    code, err = train_tiny(tmp_path, capsys, "--kernels", "numba")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --kernels numba: numba could not be imported") and "--kernels numpy" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_auto_falls_back_to_numpy_with_one_line_when_numba_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(kernels, "numba_or_reason", lambda: (None, "numba could not be imported (No module)"))
+    code, err = train_tiny(tmp_path, capsys, "--threads", "1")
+    assert code == 0 and "Traceback" not in err
+    assert "training on 1 core: 1 process x 1 BLAS thread, numpy kernels (numba kernels unavailable, using the NumPy layers: " \
+           "numba could not be imported (No module))" in err
+
+
+def test_a_kernel_that_fails_to_compile_falls_back_or_is_an_error(tmp_path, capsys, monkeypatch):
+    def broken(compiled, dtype):
+        raise numba.core.errors.TypingError("no implementation for this CPU (test)")
+
+    monkeypatch.setattr(kernels, "warm_up", broken)
+    code, err = train_tiny(tmp_path, capsys, "--threads", "1")
+    assert code == 0 and "numpy kernels (numba kernels failed to compile, using the NumPy layers (TypingError))" in err
+    (tmp_path / "again").mkdir()
+    code, err = train_tiny(tmp_path / "again", capsys, "--kernels", "numba")
+    assert code == 2 and err.startswith("error: --kernels numba: a kernel failed to compile (TypingError")
+    assert not (tmp_path / "again" / "out").exists()

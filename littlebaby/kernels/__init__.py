@@ -40,7 +40,7 @@ def resolve(choice: str = "auto") -> tuple[str, str | None]:
     numba, reason = numba_or_reason()
     if numba is None:
         if choice == "numba":
-            raise BabyError(f"--kernels numba: {reason}; {NUMBA_HELP}, or pass --kernels numpy")
+            raise BabyError(f"`kernels='numba'`: {reason}; {NUMBA_HELP}, or use `kernels='numpy'`")
         return "numpy", f"numba kernels unavailable, using the NumPy layers: {reason}"
     return "numba", None
 
@@ -69,11 +69,19 @@ def use(choice: str = "auto", dtype="float32") -> tuple[str, str | None]:
             warm_up(compiled, dtype)
         except Exception as e:  # numba's errors when a kernel does not compile for this machine or dtype
             if choice == "numba":
-                raise BabyError(f"--kernels numba: a kernel failed to compile ({type(e).__name__}: "
-                                f"{' '.join(str(e).split())[:200]}); pass --kernels numpy") from None
+                raise BabyError(f"`kernels='numba'`: a kernel failed to compile ({type(e).__name__}: "
+                                f"{' '.join(str(e).split())[:200]}); use `kernels='numpy'`") from None
             return "numpy", f"numba kernels failed to compile, using the NumPy layers ({type(e).__name__})"
         COMPILED_TWINS.update(compiled)
     return name, note
+
+
+def check(choice: str, dtype="float32") -> None:
+    """Raise the error ``use`` would raise for ``choice``, without changing the kernels in use: a run asking
+    for numba where it cannot work stops before it writes anything (``auto`` never raises)."""
+    if resolve(choice)[0] == "numba" and choice == "numba":
+        with using(choice, dtype):
+            pass
 
 
 def in_use() -> str:
@@ -83,11 +91,12 @@ def in_use() -> str:
 
 @contextlib.contextmanager
 def using(choice: str, dtype="float32"):
-    """Within the block, the kernel set ``choice``; the previous set after (tests compare the two)."""
+    """Within the block, the kernel set ``choice`` (as ``use``, which gives the block its (name, note)); the
+    previous set after, so that a run leaves the process as it found it."""
     previous = dict(COMPILED_TWINS)
-    use(choice, dtype)
+    in_use = use(choice, dtype)
     try:
-        yield
+        yield in_use
     finally:
         COMPILED_TWINS.clear()
         COMPILED_TWINS.update(previous)
