@@ -135,7 +135,7 @@ def test_a_run_started_on_the_device_resumes_on_the_cpu(fake, tmp_path):
     data.write_text(TEXT, encoding="utf-8")
     part = api.train(data=data, out=tmp_path, steps=10, quiet=True, device="cuda", on_step=interrupt_at(4), **TINY)
     assert part.report["status"] == "interrupted"
-    with pytest.raises(BabyError, match="only `device` may change"):
+    with pytest.raises(BabyError, match="only `device`, `threads`, `kernels` may change"):
         api.train(resume=part.guid, out=tmp_path, quiet=True, steps=20)
     resumed = api.train(resume=part.guid, out=tmp_path, quiet=True, device="cpu")
     assert resumed.report["steps"] == 10 and resumed.report["environment"]["device"] == "cpu"
