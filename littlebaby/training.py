@@ -156,7 +156,7 @@ class TrainingState:
     plan: Plan
     history: dict                 # new_history()'s series, extended every step
     tokens_per_char: float        # to turn nats per token into bits per character
-    threads: tuple = (1, None)    # (worker processes, BLAS threads per product) from workers.plan_threads
+    threads: tuple = (1, None)    # worker processes and BLAS threads per product: workers.plan_threads
     dropout_rngs: list = dataclasses.field(default_factory=list)  # worker w's dropout generator; [0] is gpt.rng
 
 

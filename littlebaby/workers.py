@@ -98,7 +98,7 @@ class Workers:
     def __init__(self, gpt, n_workers, rngs, batch_rows, blas_threads=None):
         self.gpt, self.n, self.rngs, self.blas_threads = gpt, n_workers, list(rngs), blas_threads
         self.batch_rows = batch_rows
-        self.children = []          # (pid, command pipe, reply pipe, gradient buffers) per worker process
+        self.children = []          # per worker process: its pid, command pipe, reply pipe, gradient buffers
         self._limit = None
 
     def describe(self) -> str:
@@ -180,7 +180,7 @@ class Workers:
                     reply = {}
                 else:
                     a, b, B = message["rows"]
-                    idx, targets = self.batch[0, a:b], self.batch[1, a:b]   # (b - a, T) each
+                    idx, targets = self.batch[0, a:b], self.batch[1, a:b]   # its share: rows a .. b-1
                     if op == "step":
                         loss, grads = self.gpt.loss_and_grads(idx, targets, rng)
                         for name, g in grads.items():

@@ -12,6 +12,7 @@ import numpy as np
 from littlebaby.nn.backend import array_module, compiled_twin
 from littlebaby.nn.dropout import dropout_mask
 from littlebaby.nn.linear import linear_backward, linear_forward
+from littlebaby.nn.softmax import softmax_inplace
 
 # Causal blocks of queries (see query_blocks), measured in docs/PERFORMANCE.md: more blocks skip more masked
 # work, but each block's matmuls get smaller and less efficient. At T = 256, 4 blocks of 64 rows beat 2 of 128
@@ -182,7 +183,7 @@ def causal_softmax_forward(att, scale, keep=None):
     Tq = att.shape[2]
     att *= scale
     att[..., att.shape[3] - Tq:] += causal_bias(Tq, Tq, att.dtype, array_module(att))  # -inf: may not look
-    softmax_rows_inplace(att)                                       # (B, NH, Tq, s1) rows sum to 1
+    softmax_inplace(att)                                            # (B, NH, Tq, s1) rows sum to 1
     return att if keep is None else att * keep
 
 
@@ -202,35 +203,3 @@ def causal_softmax_backward(datt, att, keep, scale):
     datt *= att
     datt *= scale   # 1/sqrt(hs) and the dropout scale: the softmax backward is linear in datt
     return datt, (att if keep is None else att * keep)
-
-
-def softmax_rows_inplace(att):
-    """Softmax along the last axis, overwriting ``att`` (..., S); rows may hold -inf but not only -inf.
-
-    The row maxima come from ``row_max``; the row sums use einsum, which adds a contiguous row several times
-    faster than ``att.sum(axis=-1)``, and the division becomes a multiplication by the (..., 1) reciprocals.
-    """
-    xp = array_module(att)
-    att -= row_max(att)                                             # (..., S) for a stable exp
-    xp.exp(att, out=att)
-    att *= 1.0 / xp.einsum("...j->...", att)[..., None]             # (..., S) rows sum to 1
-    return att
-
-
-def row_max(x):
-    """x (..., S) -> (..., 1): ``x.max(axis=-1, keepdims=True)``, 2.5x faster on rows of tens of values.
-
-    NumPy's max along the last axis pays a fixed cost per row; ``maximum.reduceat`` at every row's first index
-    of the flat array reduces all the rows in one pass.
-    """
-    if array_module(x) is not np:  # one reduction kernel on a GPU; the per-row cost is NumPy's
-        return x.max(axis=-1, keepdims=True)                        # (..., 1)
-    flat = x.reshape(-1)                                            # (N * S,) a view when x is contiguous
-    return np.maximum.reduceat(flat, _row_starts(flat.size, x.shape[-1])).reshape(*x.shape[:-1], 1)  # (..., 1)
-
-
-@lru_cache(maxsize=64)
-def _row_starts(size, S):
-    starts = np.arange(0, size, S)                                  # (N,) where each row of S values begins
-    starts.flags.writeable = False
-    return starts
