@@ -1,30 +1,26 @@
 """Train-step speed of littlebaby against the PyTorch reference model, on identical shapes, in one run.
 
-    python benchmarks/bench_train.py          # S, M (20 timed steps), L (5), generation, 100 MB corpus: ~7 min
+    python benchmarks/bench_train.py          # S, M (20 timed steps), L (5), generation, 100 MB corpus
     python benchmarks/bench_train.py --configs S --steps 5 --skip-generate --skip-corpus   # a quick look
 
-littlebaby runs in three ways: "1 worker", the plain ``GPT.loss_and_grads`` (NumPy's BLAS uses both cores for
-the matmuls, everything else runs on one); "2 worker threads", the same model with the batch split over two
-threads (``benchmarks/bench_data_parallel.py``), BLAS limited to one thread per call while they run; and
-"2 MPI ranks", what ``baby train --workers 2`` runs: two processes of one BLAS thread each, each computing half
-of the batch, one Allreduce of the gradients, AdamW on both (``benchmarks/mpi_ranks.py``). The ranks are
-started once per config and told each step through a pipe; between steps they sleep on that pipe, never inside
-MPI, whose blocking calls spin, so they take no CPU from the others (the run prints the CPU they used parked).
-Its step time is the wall time from the command until every rank has finished its AdamW update (the pipe
-round trip in it costs about 0.1 ms).
+littlebaby runs as "default": exactly what ``baby train`` runs with no flags (the compiled kernels of
+``littlebaby.kernels`` when numba works, every core through the worker processes of ``littlebaby.workers``,
+each product on cores // workers BLAS threads); "numpy": the NumPy layers of ``littlebaby.nn`` in this one
+process, BLAS on every core (the readable reference path); "mpiK": K MPI ranks of one BLAS thread each
+(``mpiexec -n K baby train``, benchmarks/mpi_ranks.py; needs the mpi extra). The header names the CPU and
+the SIMD extensions it has: NumPy's element-wise speed depends on them (AVX-512 or only AVX2).
 
 For each config the contestants take turns, one train step each (forward + backward + AdamW), so a burst of
 load on the shared machine lands on all of them; who goes first rotates. Each timed step starts after ``--gap``
 seconds of idle: both libraries keep their worker threads spinning for a while after a call (OpenBLAS for about
-0.1 s), and without the gap those spinning threads take a core from whichever model runs next. Measured here,
-that made PyTorch look up to 2x slower on M than it is alone; with the gap each model sees a quiet machine.
+0.1 s), and without the gap those spinning threads take a core from whichever model runs next.
 
 The table reports median step times, tokens/s, the ratio (>1: littlebaby is faster), our achieved GFLOP/s from
 ``littlebaby.model.flops_per_token`` and its fraction of the float32 matmul ceiling (the best of several large
 ``np.matmul`` runs in this process), and the peak RSS of each contestant's warm-up steps on their own (the
-kernel's high-water mark, reset before each; for MPI the sum of the ranks' peaks). Then generation tokens/s
-(``littlebaby.sampling.sample_ids``) and the peak RSS of preparing a generated 100 MB text file the way
-``baby train`` does, in a fresh process.
+kernel's high-water mark, reset before each; for worker processes and MPI ranks the sum of their peaks). Then
+generation tokens/s (``littlebaby.sampling.sample_ids``) and the peak RSS of preparing a generated 100 MB text
+file the way ``baby train`` does, in a fresh process.
 
 The PyTorch side is ``tests/torch_reference.py`` (plain eager torch, default thread count, no compile), with
 its own AdamW (decay on matrices only, like ours) and ``torch.nn.functional.dropout`` for dropout, so that it
@@ -51,7 +47,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from littlebaby.model import GPT, Config, flops_per_token  # noqa: E402
 from littlebaby.optim import AdamW  # noqa: E402
-from bench_data_parallel import BlasThreads, DataParallel  # noqa: E402
+from littlebaby import kernels  # noqa: E402
+from littlebaby.workers import Workers, plan_threads  # noqa: E402
 from mpi_ranks import MPIRanks, mpi_available  # noqa: E402
 from peak_rss import peak_rss_mb, reset_peak_rss  # noqa: E402
 
@@ -96,17 +93,35 @@ def matmul_ceiling_gflops(n=2048, repeats=7):
 
 # --- one train step of each model ----------------------------------------------------------------------------
 
-def make_ours(cfg, workers):
-    """A train step of littlebaby; with workers > 1 the batch is split over that many threads."""
+def make_ours(cfg, variant, running):
+    """A train step of littlebaby as ``variant`` runs it: "default" or "numpy" (see the module docstring).
+    ``running`` (an ExitStack) keeps the worker processes alive until the config's turn is over."""
     gpt = GPT(cfg, seed=0)
     opt = AdamW(gpt.params, **ADAMW)
-    loss_and_grads = gpt.loss_and_grads if workers == 1 else DataParallel(gpt, workers).loss_and_grads
+    if variant == "numpy":
+        def step(idx, targets):
+            kernels.use("numpy")
+            _, grads = gpt.loss_and_grads(idx, targets)
+            opt.step(gpt.params, grads)
+        return step
+    n_workers, blas_threads = plan_threads(cfg.batch_size)
+    rngs = [gpt.rng] + [np.random.default_rng([0, w]) for w in range(1, n_workers)]
+    kernels.use("auto")   # before the fork: the worker processes inherit the kernels in use
+    workers = running.enter_context(Workers(gpt, n_workers, rngs, cfg.batch_size, blas_threads))
 
     def step(idx, targets):
-        _, grads = loss_and_grads(idx, targets)
+        kernels.use("auto")   # the numpy variant may have switched them off since
+        _, grads = workers.loss_and_grads(idx, targets)
         opt.step(gpt.params, grads)
-
+    step.workers = workers
     return step
+
+
+def default_label():
+    """How the default variant runs on this machine, e.g. "2 worker processes x 1 BLAS thread, numba"."""
+    n_workers, blas_threads = plan_threads(1 << 20)
+    kernel_set, _ = kernels.resolve("auto")
+    return f"{n_workers} workers x {blas_threads} BLAS, {kernel_set}"
 
 
 def make_torch(cfg, params):
@@ -144,20 +159,24 @@ def make_torch(cfg, params):
 
 
 class InProcess:
-    """A contestant that runs in this process: ``step(b)`` trains on batches[b]; its peak RSS is this process's."""
+    """A contestant driven from this process: ``step(b)`` trains on batches[b]; its peak RSS is this process's
+    and its worker processes' (the default variant's), summed."""
 
     def __init__(self, train_step, batches):
         self.train_step, self.batches = train_step, batches
+        workers = getattr(train_step, "workers", None)
+        self.pids = ["self"] + ([pid for pid, *_ in workers.children] if workers is not None else [])
 
     def step(self, b):
         self.train_step(*self.batches[b])
 
     def warm_up(self, steps):
         """Run the warmup steps alone and return their peak RSS in MB."""
-        reset_peak_rss()
+        for pid in self.pids:
+            reset_peak_rss(pid)
         for i in range(steps):
             self.step(i % len(self.batches))
-        return peak_rss_mb()
+        return sum(peak_rss_mb(pid) for pid in self.pids)
 
 
 def timed(contestant, b, gap):
@@ -168,10 +187,10 @@ def timed(contestant, b, gap):
 
 
 def variant_label(variant):
-    """"1" -> "1 worker", "2" -> "2 worker threads", "mpi2" -> "2 MPI ranks"."""
+    """"default" -> what it runs here, "numpy" -> "numpy, 1 process", "mpi2" -> "2 MPI ranks"."""
     if variant.startswith("mpi"):
         return "1 MPI rank" if variant == "mpi1" else f"{variant[3:]} MPI ranks"
-    return "1 worker" if variant == "1" else f"{variant} worker threads"
+    return f"default ({default_label()})" if variant == "default" else "numpy layers, 1 process"
 
 
 def bench_config(name, steps, warmup, gap, variants, seed=0):
@@ -186,7 +205,7 @@ def bench_config(name, steps, warmup, gap, variants, seed=0):
             if variant.startswith("mpi"):   # K processes: see benchmarks/mpi_ranks.py
                 contestants[variant] = running.enter_context(MPIRanks(cfg, batches, int(variant[3:]), ADAMW))
             else:
-                contestants[variant] = InProcess(make_ours(cfg, int(variant)), batches)
+                contestants[variant] = InProcess(make_ours(cfg, variant, running), batches)
         contestants["torch"] = InProcess(make_torch(cfg, GPT(cfg, seed=0).params), batches)
         rss = {key: contestant.warm_up(warmup) for key, contestant in contestants.items()}
         times = {key: [] for key in contestants}
@@ -227,9 +246,9 @@ def bench_generate(n_tokens):
 
     default = tokens_per_second()
     # one token at a time the products are tiny; BLAS threads cost more to wake than they save
-    blas = BlasThreads()
-    with blas.limited_to(1):
-        single = tokens_per_second() if blas.found else float("nan")
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):
+        single = tokens_per_second()
     stepper = type(make_stepper(gpt, use_cache=True)).__name__
     return (f"{default:,.0f} tokens/s, {single:,.0f} tokens/s with a one-thread BLAS (median of 3 runs of "
             f"{n_tokens} tokens, S-sized model, use_cache=True gives a {stepper})")
@@ -272,6 +291,67 @@ def bench_corpus(megabytes):
             f"{int(n_tokens):,} tokens in {float(seconds):.1f} s")
 
 
+# --- the commands users run, end to end ---------------------------------------------------------------------
+
+def run_timed(command, terminal):
+    """Wall seconds of a command; with ``terminal`` its stderr is a pseudo-terminal (a progress bar draws, as
+    for a user at a terminal), read and dropped as it comes."""
+    if not terminal:
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return time.perf_counter() - start
+    import pty
+    import threading
+    master, slave = pty.openpty()
+    reader = threading.Thread(target=lambda: _drain(master), daemon=True)
+    reader.start()
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave)
+    seconds = time.perf_counter() - start
+    os.close(slave)
+    reader.join(timeout=5)
+    return seconds
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:   # the other end closed
+        pass
+    finally:
+        os.close(fd)
+
+
+def bench_cli(name, data, short=40, long=140, repeats=1):
+    """Seconds per step of the commands themselves: ``baby train`` with no option but the config's shape (evals
+    only at its start and end, no completion) against benchmarks/torch_loop.py, nanoGPT's loop for PyTorch, on
+    the same text and shapes. Each runs for ``short`` and for ``long`` steps; (t_long - t_short) /
+    (long - short) leaves out what does not grow with the steps (start-up, encoding the text, compiling,
+    the two evals, writing the files)."""
+    shape = CONFIGS[name]
+    flags = ["--n-ctx", shape["n_ctx"], "--n-emb", shape["n_emb"], "--head-size", shape["head_size"],
+             "--n-heads", shape["n_heads"], "--n-layers", shape["n_layers"], "--batch-size", shape["batch_size"],
+             "--dropout", shape["dropout"], "--lr", LR, "--completion-tokens", 0]
+    per_step = {}
+    with tempfile.TemporaryDirectory() as out:
+        def baby(steps):
+            return [sys.executable, "-m", "littlebaby", "train", "--data", str(data), "--steps", str(steps),
+                    "--eval-every", str(steps), "--out", out, *map(str, flags)]
+
+        def torch_loop(steps):
+            return [sys.executable, str(ROOT / "benchmarks" / "torch_loop.py"), "--data", str(data),
+                    "--config", name, "--steps", str(steps)]
+
+        for who, command, terminal in (("littlebaby", baby, True), ("torch", torch_loop, False)):
+            times = {n: [] for n in (short, long)}
+            for _ in range(repeats):
+                for n in (short, long):
+                    times[n].append(run_timed(command(n), terminal))
+            per_step[who] = (statistics.median(times[long]) - statistics.median(times[short])) / (long - short)
+    return per_step
+
+
 # --- the table -----------------------------------------------------------------------------------------------
 
 def format_table(results, ceiling):
@@ -287,6 +367,25 @@ def format_table(results, ceiling):
     return "\n".join(rows)
 
 
+def format_cli(args, results):
+    """The end-to-end rows: per-step seconds of ``baby train`` and of nanoGPT's loop, and how far the command's
+    step is from the core step measured above (the issue allows 10%)."""
+    if not pathlib.Path(args.cli_data).is_file():
+        return f"end-to-end rows skipped: no text at {args.cli_data} (--cli-data FILE)"
+    core = {r.name: r.ours_s for r in results if r.variant.startswith("default")}
+    rows = ["| config | `baby train` ms/step | nanoGPT loop (PyTorch) ms/step | ratio | core step ms | command / core |",
+            "|---|---|---|---|---|---|"]
+    for name in args.names:
+        if name == "L":
+            continue   # 100 L steps take tens of minutes; the core step above stands for it
+        per_step = bench_cli(name, args.cli_data)
+        ours, theirs = per_step["littlebaby"], per_step["torch"]
+        versus = f"{ours / core[name]:.2f}" if name in core else "-"
+        core_ms = f"{core[name] * 1e3:.1f}" if name in core else "-"
+        rows.append(f"| {name} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | {theirs / ours:.2f}x | {core_ms} | {versus} |")
+    return "\n".join(["end to end, as commands (100 steps: a 140-step run minus a 40-step run; evals off):", "", *rows, ""])
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="S,M,L", help="comma-separated subset of S, M, L (default all)")
@@ -294,9 +393,10 @@ def parse_args(argv=None):
     parser.add_argument("--l-steps", type=int, default=5, help="timed steps for L, ~10 s each (default 5)")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed steps per model first, at most 2 for L (default 3)")
-    parser.add_argument("--workers", default="1,2,mpi2",
-                        help="comma-separated littlebaby variants: 1 = one thread, n = data parallel over n "
-                             "threads, mpiK = over K MPI ranks of one BLAS thread each (default 1,2,mpi2)")
+    parser.add_argument("--variants", default="default,numpy",
+                        help="comma-separated littlebaby variants: default (what `baby train` runs), numpy (the "
+                             "NumPy layers in one process), mpiK (K MPI ranks of one BLAS thread each; needs the "
+                             "mpi extra); default: default,numpy")
     parser.add_argument("--gap", type=float, default=0.3,
                         help="seconds of idle before each timed step, so neither library's spinning threads "
                              "steal the other's cores (default 0.3)")
@@ -304,6 +404,10 @@ def parse_args(argv=None):
     parser.add_argument("--corpus-mb", type=int, default=100, help="size of the generated corpus (default 100)")
     parser.add_argument("--skip-generate", action="store_true", help="skip the generation benchmark")
     parser.add_argument("--skip-corpus", action="store_true", help="skip the corpus preparation benchmark")
+    parser.add_argument("--cli-data", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"),
+                        help="the text the end-to-end rows train on (default ../shared/data/tinyshakespeare.txt)")
+    parser.add_argument("--skip-cli", action="store_true", help="skip the end-to-end rows (baby train against "
+                        "PyTorch in nanoGPT's loop, as commands)")
     args = parser.parse_args(argv)
     names = [n.strip().upper() for n in args.configs.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONFIGS]
@@ -312,18 +416,20 @@ def parse_args(argv=None):
     if min(args.steps, args.l_steps, args.warmup) < 1:
         parser.error("--steps, --l-steps and --warmup must be at least 1")
     args.names = names
-    args.variants = [w.strip().lower() for w in args.workers.split(",") if w.strip()]
-    counts = [v[3:] if v.startswith("mpi") else v for v in args.variants]
-    if not args.variants or not all(c.isdigit() and int(c) >= 1 for c in counts):
-        parser.error(f"--workers takes positive integers (threads) or mpiK (K MPI ranks), got {args.workers!r}")
+    args.variants = [w.strip().lower() for w in args.variants.split(",") if w.strip()]
+    if not args.variants or not all(v in ("default", "numpy") or (v.startswith("mpi") and v[3:].isdigit() and
+                                                                   int(v[3:]) >= 1) for v in args.variants):
+        parser.error(f"--variants takes default, numpy or mpiK (K MPI ranks), got {args.variants!r}")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     import torch
+    from littlebaby.report import cpu_description
+    print(f"CPU: {cpu_description()}, {os.cpu_count()} CPUs")
     print(f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; default = {default_label()}")
     # the ceiling is re-measured before each config and the best kept: a busy moment can only lower it
     ceiling = matmul_ceiling_gflops()
     if not mpi_available() and any(v.startswith("mpi") for v in args.variants):
@@ -344,6 +450,8 @@ def main(argv=None):
     if any(v.startswith("mpi") for v in args.variants):
         print("(MPI ranks' peak RSS: the sum of the ranks' own peaks; mpiexec and its proxy not counted)")
     print()
+    if not args.skip_cli:
+        print(format_cli(args, results))
     if not args.skip_generate:
         print(f"generation, {args.gen_tokens} tokens: {bench_generate(args.gen_tokens)}")
     if not args.skip_corpus:

@@ -29,7 +29,7 @@ from littlebaby.model import GPT, Config
 from littlebaby.runs import RunPaths, RunRecord, make_out_dirs, new_guid, utc_now
 from littlebaby.sampling import sample_texts
 from littlebaby.tokenizers import CharTokenizer
-from littlebaby.training import TrainConfig
+from littlebaby.training import HOW_TO_RUN, TrainConfig
 
 MODEL_KEYS = tuple(f.name for f in configlib.options(Config))       # vocab_size is the tokenizer's
 FINETUNE_MODEL_KEYS = tuple(f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f))
@@ -52,12 +52,12 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
     """Train a new model on ``data`` (a UTF-8 text file; None: the built-in Shakespeare corpus), or continue
     the run named by ``resume``. ``config`` is a JSON file or dict of options; keyword options override it.
     ``on_step(step)`` is called after every optimizer step."""
-    if resume is not None:
-        resume_device = options.pop("device", None)   # the one setting a resume may change: the machine moved
+    if resume is not None:   # a resume may change how the run runs (the machine moved), not what it trains
+        how = {key: options.pop(key, None) for key in HOW_TO_RUN}
         if data is not None or config is not None or any(v is not None for v in options.values()):
-            raise BabyError("`resume` continues a run with its own settings (only `device` may change); "
-                            "drop the other options")
-        return resume_run(resume, out, quiet, on_step, resume_device)
+            raise BabyError(f"`resume` continues a run with its own settings (only "
+                            f"{', '.join(f'`{key}`' for key in HOW_TO_RUN)} may change); drop the other options")
+        return resume_run(resume, out, quiet, on_step, **how)
     model_config, tc = train_configs(config, **options)    # checked before any data is read
     return lifecycle.train_run(model_config, tc, data, out, quiet, on_step)
 
@@ -82,10 +82,11 @@ def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False,
     return lifecycle.finetune_run(parent, model_opts, tc, data, out, overwrite, quiet, on_step)
 
 
-def resume_run(run, out=".", quiet=False, on_step=None, device_name=None) -> Run:
-    """Continue a stopped run from its checkpoint: weights, AdamW state, step, both RNG states, history.
-    ``device_name`` ("cpu" or "cuda") overrides the device the run was started on."""
-    return lifecycle.resume_run(run, out, device_name, quiet, on_step)
+def resume_run(run, out=".", quiet=False, on_step=None, device=None, threads=None, kernels=None) -> Run:
+    """Continue a stopped run from its checkpoint: weights, AdamW state, step, every RNG state, history.
+    ``device`` ("cpu" or "cuda"), ``threads`` and ``kernels``, when given, override how the run was running."""
+    how = {"device": device, "threads": threads, "kernels": kernels}
+    return lifecycle.resume_run(run, out, {k: v for k, v in how.items() if v is not None}, quiet, on_step)
 
 
 def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=None, seed=None, cache=True,

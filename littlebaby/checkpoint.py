@@ -123,7 +123,8 @@ def check_finite(arrays: dict, path) -> None:
 
 def save_checkpoint(path, params, optimizer_state, data_rng_state, dropout_rng_states, history) -> None:
     """Write a checkpoint; ``dropout_rng_states`` holds the dropout generator state of each share of the batch
-    (one per MPI rank, see littlebaby.seeds.dropout_rng). Share 0's is "dropout_rng", as it always was, so a
+    (one per worker process of each MPI rank, see littlebaby.lifecycle.dropout_rngs; None for a share no worker
+    drew). Share 0's is "dropout_rng", as it always was, so a
     one-process checkpoint is unchanged; the list goes along only when there are more shares."""
     arrays = {f"param.{n}": a for n, a in params.items()}
     arrays.update({f"adam_m.{n}": a for n, a in optimizer_state["m"].items()})
@@ -161,9 +162,11 @@ def load_checkpoint(path) -> dict:
                                                 for value in history.values()):
         raise BabyError(f"{bad}: its training history is missing or malformed")
     dropout_rngs = meta.get("dropout_rngs", [meta.get("dropout_rng")])
-    if not isinstance(dropout_rngs, list) or not dropout_rngs or dropout_rngs[0] != meta.get("dropout_rng"):
+    if not isinstance(dropout_rngs, list) or not dropout_rngs or dropout_rngs[0] is None or \
+            dropout_rngs[0] != meta.get("dropout_rng"):
         raise BabyError(f"{bad}: its dropout_rngs do not start with its dropout_rng")
-    for key, state in [("data_rng", meta.get("data_rng"))] + [("dropout_rng", s) for s in dropout_rngs]:
+    drawn = [("dropout_rng", state) for state in dropout_rngs if state is not None]   # None: a share no one drew
+    for key, state in [("data_rng", meta.get("data_rng"))] + drawn:
         check_rng_state(state, f"{bad}: its {key} state")
     return {"params": params, "optimizer": {"step": step, "m": m, "v": v},
             "data_rng": meta["data_rng"], "dropout_rngs": dropout_rngs, "history": history}

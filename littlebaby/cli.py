@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a model from scratch on plain text.")
     add_training_options(train)
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run where it stopped, with its own "
-                       "settings; only --device may change")
+                       "settings; only --device, --threads and --kernels may change")
     train.add_argument("--workers", type=int, default=1, metavar="K",
                        help="train as K MPI ranks of one BLAS thread each (needs the mpi extra); "
                             "docs/PERFORMANCE.md measures what it gains")

@@ -38,7 +38,7 @@ from littlebaby.nn import (
     position_embedding_forward,
     token_embedding_forward,
 )
-from littlebaby.nn.attention import row_max
+from littlebaby.nn.softmax import row_max
 from littlebaby.nn.backend import array_module, to_host
 from littlebaby.nn.gelu import COEFF, SQRT_2_OVER_PI
 from littlebaby.nn.layernorm import EPS

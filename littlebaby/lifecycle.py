@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from littlebaby import __version__, checkpoint, corpus, device, parallel, report, seeds
+from littlebaby import __version__, checkpoint, corpus, device, kernels, parallel, report, seeds, workers
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_write_json, atomic_write_text, read_json
@@ -72,7 +72,8 @@ def load_run(run: str, out=".") -> Run:
 
 def train_run(model_config: Config, tc: TrainConfig, data=None, out=".", quiet=False, on_step=None) -> Run:
     """Train a new model of ``model_config`` (its vocab_size is set here, by the tokenizer) on ``data``."""
-    xp = device.array_module_for(tc.device)   # a missing CuPy or GPU is said before any work
+    kernels.check(tc.kernels, model_config.dtype)   # numba asked for and unusable, a missing CuPy or GPU:
+    xp = device.array_module_for(tc.device)         # said before any work
     source, text_path = data_source(data)
     tokenizer = train_tokenizer(tc.tokenizer, read_text(text_path), tc.vocab_size)
     model_config.vocab_size = tokenizer.vocab_size   # the one field no option sets (a positive int: no new check)
@@ -90,7 +91,8 @@ def finetune_run(parent: Run, model_options: dict, tc: TrainConfig, data=None, o
     if RunPaths(pathlib.Path(out), guid).config.exists() and not overwrite:
         raise BabyError(f"run {guid} already exists in {pathlib.Path(out).resolve()}; "
                         f"pass `overwrite=True` to replace it")
-    xp = device.array_module_for(tc.device)   # before any work
+    kernels.check(tc.kernels, parent.gpt.config.dtype)   # before any work
+    xp = device.array_module_for(tc.device)
     source, text_path = data_source(data)
     tokenizer = parent.tokenizer
     if tokenizer.kind == "char":
@@ -106,13 +108,16 @@ def finetune_run(parent: Run, model_options: dict, tc: TrainConfig, data=None, o
 def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step) -> Run:
     """Encode the data, plan the schedule, write the run's record and tokenizer, and train."""
     paths = RunPaths(pathlib.Path(out), guid)
-    gpt.rng = share_dropout_rng(tc.seed)    # under MPI each rank's own stream; one process keeps gpt's
+    threads = plan_threads(gpt.config, tc)
+    dropout = dropout_rngs(tc.seed, threads[0])   # each worker's own stream; one process keeps gpt's
+    gpt.rng = dropout[0]
     if parallel.world().is_root:
         make_out_dirs(out)
     data = open_tokens(paths, tokenizer, text_path, encode=True)
     n_tokens, cfg = data.tokens.size, gpt.config
     data.check_fits(cfg.n_ctx)
-    seconds_per_step = time_steps(gpt, data, cfg.batch_size, cfg.n_ctx) if tc.max_time is not None else None
+    seconds_per_step = (time_steps(gpt, data, cfg.batch_size, cfg.n_ctx, tc, threads)
+                        if tc.max_time is not None else None)
     seconds_per_step = parallel.world().broadcast(seconds_per_step)   # one plan for all ranks
     plan = make_plan(tc, cfg.lr, data.n_train, cfg.batch_size, cfg.n_ctx, seconds_per_step)
     n_chars = len(read_text(text_path))
@@ -127,24 +132,23 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
         tokenizer.save(paths.tokenizer)
         atomic_write_json(paths.config, record.to_dict())
     training = TrainingState(gpt, new_optimizer(gpt, tc), data, seeds.stream(tc.seed, seeds.Stream.TRAIN_BATCHES),
-                             tc, plan, new_history(), n_tokens / n_chars)
+                             tc, plan, new_history(), n_tokens / n_chars, threads, dropout)
     state = RunState(paths, record, tokenizer, training)
     train_and_save(state, quiet, on_step, time_budget_s=tc.max_time * 60 if tc.max_time is not None else None)
     return state.run()
 
 
-def resume_run(run, out=".", device_name=None, quiet=False, on_step=None) -> Run:
-    """Continue a stopped run from its checkpoint: weights, AdamW state, step, both RNG states, history.
-    ``device_name`` ("cpu" or "cuda") overrides the device the run was started on."""
+def resume_run(run, out=".", how=None, quiet=False, on_step=None) -> Run:
+    """Continue a stopped run from its checkpoint: weights, AdamW state, step, every RNG state, history.
+    ``how``: new values of the options of training.HOW_TO_RUN (device, threads, kernels), for a run that moved
+    to another machine."""
     guid = resolve_run(run, out)
     paths = RunPaths(pathlib.Path(out), guid)
     record = load_record(out, guid)
     if record.kind == "import":
         raise BabyError(f"run {guid} was imported from the original, not trained here, so there is nothing to "
                         f"resume; to train it further: baby finetune {guid} --data FILE")
-    tc = TrainConfig.from_dict(record.training)
-    if device_name is not None:
-        tc = dataclasses.replace(tc, device=device_name)
+    tc = dataclasses.replace(TrainConfig.from_dict(record.training), **(how or {}))
     plan = Plan.from_dict(record.plan)
     if not paths.checkpoint.exists():
         raise BabyError(f"run {guid} has no checkpoint ({paths.checkpoint}); it cannot be resumed")
@@ -157,8 +161,10 @@ def resume_run(run, out=".", device_name=None, quiet=False, on_step=None) -> Run
                         f"train it again")
     cfg = Config.from_dict(record.model, f"model config of {guid}")
     gpt = GPT.from_params(cfg, {k: np.array(v) for k, v in saved["params"].items()}, seed=tc.seed)
-    gpt.rng = share_dropout_rng(tc.seed, saved["dropout_rngs"])
     gpt.move_to(device.array_module_for(tc.device))
+    threads = plan_threads(cfg, tc)
+    dropout = dropout_rngs(tc.seed, threads[0], saved["dropout_rngs"])
+    gpt.rng = dropout[0]
     optimizer = new_optimizer(gpt, tc)
     optimizer.load_state_dict(saved["optimizer"])
     tokenizer = load_tokenizer(paths.tokenizer)
@@ -167,7 +173,7 @@ def resume_run(run, out=".", device_name=None, quiet=False, on_step=None) -> Run
     data_rng = np.random.default_rng()
     data_rng.bit_generator.state = saved["data_rng"]
     training = TrainingState(gpt, optimizer, data, data_rng, tc, plan, saved["history"],
-                             record.data["tokens"] / record.data["chars"])
+                             record.data["tokens"] / record.data["chars"], threads, dropout)
     state = RunState(paths, record, tokenizer, training)
     train_and_save(state, quiet, on_step)
     return state.run()
@@ -183,16 +189,28 @@ def open_tokens(paths, tokenizer, text_path, encode) -> TokenData:
     return TokenData.open(paths.tokens, tokenizer.vocab_size)
 
 
-def share_dropout_rng(seed, saved_states=()) -> np.random.Generator:
-    """The dropout generator of this process's share of every batch (its MPI rank; 0 for one process), at the
-    state saved for that share when there is one: each rank draws masks of its own and a resumed run goes on
-    with every rank's stream (littlebaby.seeds.dropout_rng). A share the checkpoint lacks (the run now has more
-    ranks than it had) never drew before, so it starts its stream fresh."""
-    share = parallel.world().rank
-    rng = seeds.dropout_rng(seed, share)
-    if share < len(saved_states):
-        rng.bit_generator.state = saved_states[share]
-    return rng
+def plan_threads(config, tc) -> tuple:
+    """(worker processes, BLAS threads per product) for this rank's share of each batch: every core of the
+    machine divided among its MPI ranks (littlebaby.workers.plan_threads); one process on a GPU."""
+    if tc.device != "cpu":
+        return 1, None
+    rows = parallel.world().share(config.batch_size)
+    return workers.plan_threads(rows.stop - rows.start, tc.threads, parallel.local_size())
+
+
+def dropout_rngs(seed, n_workers, saved_states=()) -> list:
+    """The dropout generators of this process's workers, each at the state saved for its share when there is
+    one (littlebaby.seeds.dropout_rng). Worker w of rank r computes share r + ranks * w of every batch, so one
+    process with one worker (and rank r of an MPI job) draws from share 0 (share r) as it always did, and a
+    resumed run goes on with every share's stream. A share the checkpoint lacks (the run now has more workers
+    than it had) never drew before, so it starts its stream fresh."""
+    world = parallel.world()
+    shares = [world.rank + world.size * w for w in range(n_workers)]
+    rngs = [seeds.dropout_rng(seed, share) for share in shares]
+    for rng, share in zip(rngs, shares):
+        if share < len(saved_states) and saved_states[share] is not None:
+            rng.bit_generator.state = saved_states[share]
+    return rngs
 
 
 def new_optimizer(gpt, tc) -> AdamW:
@@ -218,8 +236,15 @@ def checkpoint_run(state: RunState) -> None:
     """Write everything a resume needs: weights, AdamW state, the RNG states, the history. Every rank calls it:
     rank 0 gathers each rank's dropout state, then writes alone (the rest is the same on every rank)."""
     t = state.training
-    dropout_states = parallel.world().gather(t.gpt.rng.bit_generator.state)
-    if parallel.world().is_root:
+    world = parallel.world()
+    per_rank = world.gather([rng.bit_generator.state for rng in (t.dropout_rngs or [t.gpt.rng])])
+    dropout_states = None
+    if world.is_root:   # by share: worker w of rank r drew share r + ranks * w
+        dropout_states = [None] * max(r + world.size * (len(states) - 1) + 1 for r, states in enumerate(per_rank))
+        for r, states in enumerate(per_rank):
+            for w, saved in enumerate(states):
+                dropout_states[r + world.size * w] = saved
+    if world.is_root:
         checkpoint.save_checkpoint(state.paths.checkpoint, t.gpt.params, t.optimizer.state_dict(),
                                    t.data_rng.bit_generator.state, dropout_states, t.history)
 

@@ -14,8 +14,9 @@ weight tying drops lm_head.w; ``qkv_bias = False`` drops attn.b_qkv and ``gate_b
 
 Activations cached by one training forward (what the backward keeps alive), per layer:
     ln_1, ln_2: xhat (B, T, C) and rstd (B, T, 1);   attn: input (B, T, C), qkv (B, T, 3H),
-    softmax output (B, NH, T, T) in causal blocks of queries (62.5% of it from T = 128, 75% at T = 64 to 127,
-    see nn.attention.query_blocks), dropout mask (B, NH, T, T) bool, head outputs (B, T, H);
+    softmax output (B, NH, T, T) in causal blocks of queries (75% of it at T = 64 to 95, 66.7% at 96 to
+    127, 62.5% from 128; all of it below 64: see nn.attention.query_blocks), dropout mask (B, NH, T, T) bool,
+    head outputs (B, T, H);
     mlp: input (B, T, C), pre-GELU (B, T, F), GELU gate 0.5 (1 + tanh) (B, T, F), GELU output (B, T, F);
     residual dropout masks 2 x (B, T, C) bool.
 And once: token ids (B, T), ln_f (B, T, C), its output (B, T, C), softmax probabilities (B*T, V).

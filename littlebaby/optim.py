@@ -5,7 +5,7 @@ The optimizer's state (first and second moments) lives here, keyed like the para
 
 import math
 
-from littlebaby.nn.backend import array_module
+from littlebaby.nn.backend import array_module, compiled_twin
 
 
 class AdamW:
@@ -35,9 +35,14 @@ class AdamW:
         xp = array_module(*params.values())
         for name, p in params.items():
             g, m, v = grads[name], self.m[name], self.v[name]
+            decay = 1.0 - lr * self.weight_decay if p.ndim >= 2 else 1.0
+            twin = compiled_twin("adamw_update", p)         # littlebaby/kernels/adamw.py, when in use
+            if twin is not None:
+                twin(p, g, m, v, decay, beta1, beta2, eps, step_size)
+                continue
             scratch = self._scratch(name, p)                # one reused buffer instead of six temporaries
-            if p.ndim >= 2 and self.weight_decay:
-                p *= 1.0 - lr * self.weight_decay
+            if decay != 1.0:
+                p *= decay
             m *= beta1                                      # m = beta1 m + (1 - beta1) g
             xp.multiply(g, 1.0 - beta1, out=scratch)
             m += scratch

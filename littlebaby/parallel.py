@@ -19,6 +19,7 @@ from littlebaby.nn.backend import array_module, to_host
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
 LAUNCHER_LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK")
+LAUNCHER_LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_LOCAL_SIZE")
 
 
 class SingleProcess:
@@ -115,6 +116,15 @@ class MPIWorld(SingleProcess):
 
 def launched_by_mpi() -> bool:
     return any(int(os.environ.get(name, "1") or "1") > 1 for name in LAUNCHER_SIZE_VARIABLES)
+
+
+def local_size() -> int:
+    """How many ranks of this MPI job run on this machine (the launcher says it); 1 outside MPI. The cores of
+    the machine are shared among them (littlebaby.workers.plan_threads)."""
+    for name in LAUNCHER_LOCAL_SIZE_VARIABLES:
+        if os.environ.get(name, "").isdigit() and int(os.environ[name]) > 0:
+            return int(os.environ[name])
+    return 1
 
 
 def local_rank() -> int:

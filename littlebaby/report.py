@@ -24,7 +24,7 @@ def environment(xp=np) -> dict:
         blas = {}
     return {
         "numpy": np.__version__, "blas": blas, "python": platform.python_version(),
-        "platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(), "cpu": cpu_name(), "simd": simd_flags(), "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
                        if k in os.environ},
@@ -42,6 +42,48 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile",
+              "asimd", "sve")   # x86 up to AVX-512 and AMX; asimd (NEON) and sve on ARM
+
+
+def cpu_flags() -> set:
+    """The CPU's feature flags as /proc/cpuinfo lists them (an empty set where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def simd_flags() -> list:
+    """Which of the SIMD extensions that NumPy's and BLAS's speed depend on this CPU has, e.g. ["avx2", "fma"]."""
+    flags = cpu_flags()
+    return [flag for flag in SIMD_FLAGS if flag in flags]
+
+
+def cpu_description() -> str:
+    """The CPU in one line for speed figures: model name, family/model and SIMD, e.g.
+    "AMD EPYC (family 23, model 1), SIMD sse4_2 avx avx2 fma, no AVX-512"."""
+    family = model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip()
+                if key == "cpu family" and family is None:
+                    family = line.split(":", 1)[1].strip()
+                elif key == "model" and model is None:
+                    model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    where = f" (family {family}, model {model})" if family and model else ""
+    simd = simd_flags()
+    wide = "with AVX-512" if "avx512f" in simd else "no AVX-512"
+    return f"{cpu_name()}{where}, SIMD {' '.join(simd) or 'unknown'}, {wide}"
 
 
 def build_report(record, state, tokenizer_kind, status) -> dict:

@@ -22,14 +22,16 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from littlebaby import parallel, seeds
+from littlebaby import kernels, parallel, seeds
 from littlebaby import config as configlib
 from littlebaby.config import option
 from littlebaby.data import TokenData, fixed_batches, sample_batch, steps_per_epoch
 from littlebaby.errors import BabyError, ConfigError
 from littlebaby.model import GPT
 from littlebaby.optim import AdamW, clip_grad_norm, lr_schedule
+from littlebaby.workers import Workers
 
+HOW_TO_RUN = ("device", "threads", "kernels")   # the options a resume may change: they do not change what is trained
 DEFAULT_STEPS = 4000     # the budget when none is given: one epoch of the built-in corpus for the default Config
 
 
@@ -65,6 +67,12 @@ class TrainConfig(configlib.TypedConfig):
                                     within="[0, inf)")
     device: Literal["cpu", "cuda"] = option("cpu", "where the arrays live: cpu (NumPy) or cuda (CuPy on an "
                                             "NVIDIA GPU; needs the cuda extra)")
+    threads: int | None = option(None, "cores to train on: worker processes, each product on cores / workers "
+                                 "BLAS threads (littlebaby.workers)", within="[1, inf)",
+                                 unset="every core, or OMP_NUM_THREADS when set")
+    kernels: Literal["auto", "numpy", "numba"] = option("auto", "numba: compiled kernels beside the NumPy layers "
+                                                        "(littlebaby.kernels); numpy: the layers as written; auto: "
+                                                        "numba when it compiles")
 
     def validate(self):
         """Types and intervals (littlebaby.config), then the checks that tie fields together."""
@@ -106,16 +114,19 @@ def make_plan(tc: TrainConfig, lr, n_train, batch_size, n_ctx, seconds_per_step=
                 min_lr=lr / 10 if tc.min_lr is None else tc.min_lr, steps_per_epoch=per_epoch)
 
 
-def time_steps(gpt, data, batch_size, n_ctx, n=3) -> float:
-    """Seconds per training step, measured on a copy of the model so no state of the run changes."""
+def time_steps(gpt, data, batch_size, n_ctx, tc, threads, n=3) -> float:
+    """Seconds per training step as the run will take them (its kernels and workers), measured on a copy of
+    the model so no state of the run changes."""
     probe = type(gpt).from_params(gpt.config, {k: v.copy() for k, v in gpt.params.items()})
-    rng = np.random.default_rng(seeds.TIMING_SEED)
-    x, y = sample_batch(data.train, batch_size, n_ctx, rng)                 # (B, T), (B, T)
-    probe.loss_and_grads(x, y)  # warm up caches and BLAS threads
-    start = time.perf_counter()
-    for _ in range(n):
-        probe.loss_and_grads(x, y)
-    return (time.perf_counter() - start) / n * 1.15   # + optimizer and bookkeeping
+    x, y = sample_batch(data.train, batch_size, n_ctx, np.random.default_rng(seeds.TIMING_SEED))  # (B, T) each
+    rows = x[parallel.world().share(batch_size)].shape[0]
+    rngs = [np.random.default_rng(seeds.TIMING_SEED) for _ in range(threads[0])]
+    with kernels.using(tc.kernels, gpt.config.dtype), Workers(probe, *threads[:1], rngs, rows, threads[1]) as workers:
+        workers.loss_and_grads(x[:rows], y[:rows])  # warm up caches and BLAS threads
+        start = time.perf_counter()
+        for _ in range(n):
+            workers.loss_and_grads(x[:rows], y[:rows])
+        return (time.perf_counter() - start) / n * 1.15   # + optimizer and bookkeeping
 
 
 def new_history() -> dict:
@@ -145,6 +156,8 @@ class TrainingState:
     plan: Plan
     history: dict                 # new_history()'s series, extended every step
     tokens_per_char: float        # to turn nats per token into bits per character
+    threads: tuple = (1, None)    # worker processes and BLAS threads per product: workers.plan_threads
+    dropout_rngs: list = dataclasses.field(default_factory=list)  # worker w's dropout generator; [0] is gpt.rng
 
 
 class StopRequest:
@@ -205,9 +218,9 @@ class Progress:
             self.bar.close()
 
 
-def evaluate(gpt, batches) -> float:
-    """Mean eval-mode loss over fixed batches."""
-    return float(np.mean([gpt.loss(x, y) for x, y in batches]))
+def evaluate(workers, batches) -> float:
+    """Mean eval-mode loss over fixed batches, each split among the workers."""
+    return float(np.mean([workers.loss(x, y) for x, y in batches]))
 
 
 def run_training(state: TrainingState, stop, save, quiet=False, time_budget_s=None, on_step=None) -> str:
@@ -226,46 +239,62 @@ def run_training(state: TrainingState, stop, save, quiet=False, time_budget_s=No
     rows = world.share(B)             # the rows of every batch this rank computes
     train_evals = fixed_batches(data.train, B, T, tc.eval_batches, tc.seed)
     val_evals = fixed_batches(data.val, B, T, tc.eval_batches, tc.seed)
+    n_workers, blas_threads = state.threads
+    rngs = state.dropout_rngs or [gpt.rng]
+    # the kernels first: the worker processes are forked with them in use
+    with kernels.using(tc.kernels, cfg.dtype) as (kernel_set, note), \
+            Workers(gpt, n_workers, rngs, B, blas_threads) as workers:
+        if not quiet:
+            cores = n_workers * (blas_threads or 1)
+            print(f"training on {cores} core{'s' * (cores != 1)}: {workers.describe()}, {kernel_set} kernels"
+                  + (f" ({note})" if note else ""), file=sys.stderr, flush=True)
 
-    def eval_now():
-        train_loss, val_loss = evaluate(gpt, train_evals), evaluate(gpt, val_evals)
-        hist["evals"].append({"step": opt.step_count, "train_loss": train_loss, "val_loss": val_loss,
-                              "val_bpc": val_loss / math.log(2) * state.tokens_per_char})
-        return hist["evals"][-1]
+        def eval_now():
+            train_loss, val_loss = evaluate(workers, train_evals), evaluate(workers, val_evals)
+            hist["evals"].append({"step": opt.step_count, "train_loss": train_loss, "val_loss": val_loss,
+                                  "val_bpc": val_loss / math.log(2) * state.tokens_per_char})
+            return hist["evals"][-1]
 
-    if not hist["evals"]:
-        eval_now()
-        save()   # step 0 on disk at once: the run is resumable from its first second
-    session_start, session_steps = time.perf_counter(), 0
-    progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
-    while opt.step_count < plan.steps and not world.any(stop.reason is not None):
-        step_start = time.perf_counter()
-        x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T) the same on every rank
-        loss, grads = gpt.loss_and_grads(x[rows], y[rows])
-        loss, grads = world.reduce(loss, grads, B)                       # the whole batch's, on every rank
-        norm = clip_grad_norm(grads, tc.grad_clip)
-        if not (math.isfinite(loss) and math.isfinite(norm)):   # checked before the step: params stay good
-            raise diverged(state, f"loss {loss}, gradient norm {norm}", opt.step_count + 1)
-        lr = lr_schedule(opt.step_count, plan.steps, cfg.lr, plan.warmup_steps, plan.min_lr)
-        opt.step(gpt.params, grads, lr)
-        step_time = time.perf_counter() - step_start
-        for key, value in (("loss", loss), ("grad_norm", norm), ("lr", lr), ("step_time", step_time)):
-            hist[key].append(float(value))
-        session_steps += 1
-        step = opt.step_count
-        if step % plan.eval_every == 0 or step == plan.steps:
-            evaluation = eval_now()
-            if not math.isfinite(evaluation["train_loss"] + evaluation["val_loss"]):
-                hist["evals"].pop()
-                raise diverged(state, f"eval loss {evaluation['val_loss']}", step)
-            progress.log_eval(step, evaluation)
+        def save_now():
+            for rng, saved in zip(rngs, workers.rng_states()):   # the workers' streams, as far as they got
+                rng.bit_generator.state = saved
             save()
-        progress.update(loss, hist["evals"][-1]["val_loss"], step_time)
-        if on_step is not None:
-            on_step(step)
-        elapsed = time.perf_counter() - session_start
-        if time_budget_s is not None and elapsed + elapsed / session_steps > time_budget_s:
-            stop.reason = stop.reason or "time budget reached"
+
+        if not hist["evals"]:
+            eval_now()
+            save_now()   # step 0 on disk at once: the run is resumable from its first second
+        session_start, session_steps = time.perf_counter(), 0
+        progress = Progress(total=plan.steps, initial=opt.step_count, quiet=quiet, tokens_per_step=B * T)
+        while opt.step_count < plan.steps and not world.any(stop.reason is not None):
+            step_start = time.perf_counter()
+            x, y = sample_batch(data.train, B, T, state.data_rng)          # (B, T), (B, T) the same on every rank
+            loss, grads = workers.loss_and_grads(x[rows], y[rows])         # this rank's rows, shared by its workers
+            loss, grads = world.reduce(loss, grads, B)                     # the whole batch's, on every rank
+            norm = clip_grad_norm(grads, tc.grad_clip)
+            if not (math.isfinite(loss) and math.isfinite(norm)):   # checked before the step: params stay good
+                raise diverged(state, f"loss {loss}, gradient norm {norm}", opt.step_count + 1)
+            lr = lr_schedule(opt.step_count, plan.steps, cfg.lr, plan.warmup_steps, plan.min_lr)
+            opt.step(gpt.params, grads, lr)
+            step_time = time.perf_counter() - step_start
+            for key, value in (("loss", loss), ("grad_norm", norm), ("lr", lr), ("step_time", step_time)):
+                hist[key].append(float(value))
+            session_steps += 1
+            step = opt.step_count
+            if step % plan.eval_every == 0 or step == plan.steps:
+                evaluation = eval_now()
+                if not math.isfinite(evaluation["train_loss"] + evaluation["val_loss"]):
+                    hist["evals"].pop()
+                    raise diverged(state, f"eval loss {evaluation['val_loss']}", step)
+                progress.log_eval(step, evaluation)
+                save_now()
+            progress.update(loss, hist["evals"][-1]["val_loss"], step_time)
+            if on_step is not None:
+                on_step(step)
+            elapsed = time.perf_counter() - session_start
+            if time_budget_s is not None and elapsed + elapsed / session_steps > time_budget_s:
+                stop.reason = stop.reason or "time budget reached"
+        for rng, saved in zip(rngs, workers.rng_states()):   # the caller's last checkpoint reads them
+            rng.bit_generator.state = saved
     stop.reason = stop.reason or ("interrupted" if opt.step_count < plan.steps else None)  # another rank's
     progress.close()
     hist["train_seconds"] += time.perf_counter() - session_start

@@ -68,7 +68,7 @@ def test_errors_are_one_line_and_exit_2(folder, capsys):
     assert baby("generate", "last", "--prompt", "Zürich", "--out", folder) == 2
     assert "'ü'" in capsys.readouterr().err
     assert baby("train", "--resume", "last", "--steps", "4", "--out", folder) == 2
-    assert "error: --resume continues a run with its own settings (only --device may change)" in \
+    assert "error: --resume continues a run with its own settings (only --device, --threads, --kernels may change)" in \
         capsys.readouterr().err
 
 

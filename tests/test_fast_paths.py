@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import relative_error
-from littlebaby.nn import attention, dropout, gelu, layernorm
+from littlebaby.nn import attention, dropout, gelu, layernorm, softmax
 from littlebaby.optim import AdamW
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -145,12 +145,12 @@ def test_causal_bias_is_the_mask_as_a_term_to_add():
         assert np.all(bias[~attention.causal_mask(T, S)] == 0)
 
 
-def test_softmax_rows_inplace_matches_the_definition(rng):
+def test_softmax_inplace_matches_the_definition(rng):
     x = randn(rng, "float64", 4, 6, 9) * 5
     x[..., 3:] = -np.inf
     expected = np.exp(x - x.max(axis=-1, keepdims=True))
     expected /= expected.sum(axis=-1, keepdims=True)
-    assert_agree([attention.softmax_rows_inplace(x.copy())], [expected], "float64", "softmax")
+    assert_agree([softmax.softmax_inplace(x.copy())], [expected], "float64", "softmax")
 
 
 
@@ -161,7 +161,7 @@ def test_row_max_is_the_max_over_the_last_axis(rng):
             x.reshape(-1, shape[-1])[::2, 1:] = -np.inf             # rows that are mostly masked
         for array in (x, x.astype(np.float32), x[..., ::-1]):      # the last one is not contiguous
             expected = array.max(axis=-1, keepdims=True)
-            assert np.array_equal(attention.row_max(array), expected) and attention.row_max(array).dtype == array.dtype
+            assert np.array_equal(softmax.row_max(array), expected) and softmax.row_max(array).dtype == array.dtype
 
 
 # --- dropout masks -------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from littlebaby.cli import main
 from littlebaby.errors import BabyError
 from littlebaby.interop import original
 from littlebaby.model import GPT, Config
-from littlebaby.nn.attention import causal_bias, softmax_rows_inplace
+from littlebaby.nn.attention import causal_bias
+from littlebaby.nn.softmax import softmax_inplace as softmax_rows_inplace
 from littlebaby.nn.layernorm import EPS
 from littlebaby.nn.gelu import gelu_forward
 

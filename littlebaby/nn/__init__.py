@@ -1,12 +1,20 @@
 """The layers of the GPT, each a ``*_forward`` immediately followed by its hand-written ``*_backward``.
 
-Dimensions, used in every shape comment of the package:
+Dimensions, used in every shape comment of the package (tests/test_docs.py checks that these are all):
 
-    B  batch size                     T  time (sequence length, <= n_ctx)
+    B  batch size                     T  time (sequence length, <= n_ctx, the context length)
     C  channels (n_emb)               V  vocabulary size
     H  head_size: total width of Q, K and V across all heads
     NH number of heads (n_heads)      hs size of one head, H // NH
     L  number of layers (n_layers)    F  MLP hidden width, 4 * C
+    S  positions a query attends over: T, or more with a KV cache of earlier tokens
+    Tq queries in one block of attention, seeing keys 0 .. s1-1 (nn.attention.query_blocks)
+    N  rows of a flattened batch, B * T (N_train, N_val: tokens of the training and validation split)
+    IN, OUT  a linear layer's input and output widths
+    K  width of the rows a softmax normalises; k the experts each token runs (moe_top_k)
+    NE number of experts              Fe an expert's hidden width, moe_expansion * C
+    M  tokens routed to one expert    U  distinct token ids in a batch
+    T0 tokens of a prompt             n  tokens so far in generation, or a count the comment names
 
 Conventions: a forward returns ``(out, cache)``; its backward takes ``(dout, cache)`` and returns the gradient of
 its input first, then one gradient per parameter, named ``d`` + the parameter's name. The cache holds the minimum

@@ -24,3 +24,14 @@ def to_host(array):
     """The same values as a NumPy array on the CPU: a copy from the GPU, the array itself when it is NumPy's."""
     xp = array_module(array)
     return np.asarray(array) if xp is np else xp.asnumpy(array)
+
+
+# layer name -> its compiled twin (littlebaby/kernels), filled by ``littlebaby.kernels.use("numba")`` for a run;
+# empty, the NumPy layers run as written. Only plain NumPy arrays go to a twin: CuPy's never do.
+COMPILED_TWINS = {}
+
+
+def compiled_twin(name, array):
+    """The compiled twin in use for layer ``name`` when ``array`` is a NumPy array, else None."""
+    twin = COMPILED_TWINS.get(name)
+    return twin if twin is not None and type(array) is np.ndarray else None

@@ -6,7 +6,7 @@ Derivation: docs/layers/gelu.md.
 
 import math
 
-from littlebaby.nn.backend import array_module
+from littlebaby.nn.backend import array_module, compiled_twin
 
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # a Python float, so float32 arrays stay float32
 COEFF = 0.044715
@@ -18,6 +18,9 @@ def gelu_forward(x):
     Built in place in one buffer: u as sqrt(2/pi) x (1 + 0.044715 x^2), because x**3 calls the general power
     routine and is two orders of magnitude slower than two multiplies; then tanh, then the gate.
     """
+    twin = compiled_twin("gelu_forward", x)                         # littlebaby/kernels/gelu.py, when in use
+    if twin is not None:
+        return twin(x)
     gate = x * x                                                    # (...)
     gate *= COEFF * SQRT_2_OVER_PI
     gate += SQRT_2_OVER_PI
@@ -36,6 +39,9 @@ def gelu_backward(dout, cache):
     With t = tanh(u) = 2g - 1, so that 1 - t^2 = 4 g (1 - g):
     d/dx [x g] = g + x * 0.5 (1 - t^2) du/dx = g + 2 x g (1 - g) du/dx, du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
     """
+    twin = compiled_twin("gelu_backward", dout)
+    if twin is not None:
+        return twin(dout, cache)
     x, gate = cache
     dx = x * x                                                      # (...)
     dx *= 6.0 * COEFF * SQRT_2_OVER_PI

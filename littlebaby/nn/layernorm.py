@@ -3,7 +3,7 @@
 Derivation: docs/layers/layernorm.md.
 """
 
-from littlebaby.nn.backend import array_module
+from littlebaby.nn.backend import array_module, compiled_twin
 
 EPS = 1e-5
 
@@ -14,6 +14,9 @@ def layernorm_forward(x, w, b):
     Fast path: the row means and variances are einsum reductions (no (..., C) temporary for the squares, and
     several times faster than ``.mean(axis=-1)`` on short rows), and xhat is built in place.
     """
+    twin = compiled_twin("layernorm_forward", x)                    # littlebaby/kernels/layernorm.py, when in use
+    if twin is not None:
+        return twin(x, w, b)
     xp = array_module(x)
     C = x.shape[-1]
     mean = xp.einsum("...c->...", x)[..., None] * (1.0 / C)        # (..., 1)
@@ -33,6 +36,9 @@ def layernorm_backward(dout, cache):
     With g = dout * w (the gradient reaching xhat), the mean and the variance both depend on every x, which
     gives ``dx = rstd * (g - mean(g) - xhat * mean(g * xhat))``, assembled in place from its last term.
     """
+    twin = compiled_twin("layernorm_backward", dout)
+    if twin is not None:
+        return twin(dout, cache)
     xhat, rstd, w = cache
     xp = array_module(dout)
     C = xhat.shape[-1]

@@ -4,20 +4,16 @@ Derivation: docs/layers/cross_entropy.md.
 """
 
 from littlebaby.nn.backend import array_module
+from littlebaby.nn.softmax import log_softmax
 
 
 def cross_entropy_forward(logits, targets):
     """logits (B, T, V), targets (B, T) ints -> mean loss over the B*T positions (a Python float)."""
     xp = array_module(logits)
     V = logits.shape[-1]
-    flat = logits.reshape(-1, V)                                    # (N, V), N = B*T
-    shifted = flat - flat.max(axis=-1, keepdims=True)               # (N, V) for a stable exp
-    probs = xp.exp(shifted)                                         # (N, V)
-    sum_exp = probs.sum(axis=-1, keepdims=True)                     # (N, 1)
-    probs /= sum_exp                                                # (N, V) softmax
+    log_probs, probs = log_softmax(logits.reshape(-1, V))           # (N, V) each, N = B*T
     flat_targets = xp.asarray(targets).reshape(-1)                  # (N,) on the logits' device
-    rows = xp.arange(flat.shape[0])                                 # (N,)
-    log_likelihood = shifted[rows, flat_targets] - xp.log(sum_exp[:, 0])  # (N,) log softmax at the target
+    log_likelihood = log_probs[xp.arange(log_probs.shape[0]), flat_targets]  # (N,) log softmax at the target
     loss = -float(log_likelihood.mean())
     cache = (probs, flat_targets, logits.shape)  # the fused gradient needs only the softmax and the targets
     return loss, cache

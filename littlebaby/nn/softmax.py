@@ -1,16 +1,19 @@
-"""Softmax over the last axis, for the gates of mixture of heads and mixture of experts.
+"""Softmax over the last axis, and its log: the one softmax of the package.
 
-Derivation: docs/layers/softmax.md.
+Used by attention (its weights, in place), the gates of mixture of heads and of experts, the cross-entropy loss
+(``log_softmax``), and generation. Derivation: docs/layers/softmax.md.
 """
+
+from functools import lru_cache
+
+import numpy as np
 
 from littlebaby.nn.backend import array_module
 
 
 def softmax_forward(x):
     """x (..., K) -> (..., K), each row positive and summing to 1."""
-    out = x - x.max(axis=-1, keepdims=True)                         # (..., K) for a stable exp
-    array_module(x).exp(out, out=out)
-    out /= out.sum(axis=-1, keepdims=True)
+    out = softmax_inplace(x.copy())                                 # (..., K)
     cache = out  # the backward needs only the output
     return out, cache
 
@@ -19,3 +22,47 @@ def softmax_backward(dout, cache):
     """dout (..., K) -> dx (..., K) = s * (dout - sum(dout * s))."""
     s = cache
     return s * (dout - (dout * s).sum(axis=-1, keepdims=True))      # (..., K)
+
+
+def softmax_inplace(x):
+    """Softmax along the last axis, overwriting ``x`` (..., K) and returning it; rows may hold -inf, not only.
+
+    The row maxima come from ``row_max``; the row sums use einsum, which adds a contiguous row several times
+    faster than ``x.sum(axis=-1)``, and the division becomes a multiplication by the (..., 1) reciprocals.
+    """
+    xp = array_module(x)
+    x -= row_max(x)                                                 # (..., K) for a stable exp
+    xp.exp(x, out=x)
+    x *= 1.0 / xp.einsum("...j->...", x)[..., None]                 # (..., K) rows sum to 1
+    return x
+
+
+def log_softmax(x):
+    """x (..., K) -> (log softmax (..., K), softmax (..., K)): log s_i = x_i - m - log sum_j exp(x_j - m), with
+    m the row maximum, computed once for both."""
+    xp = array_module(x)
+    shifted = x - row_max(x)                                        # (..., K)
+    probs = xp.exp(shifted)                                         # (..., K) unnormalised
+    sums = xp.einsum("...j->...", probs)[..., None]                 # (..., 1)
+    probs *= 1.0 / sums
+    shifted -= xp.log(sums)                                         # (..., K) log softmax
+    return shifted, probs
+
+
+def row_max(x):
+    """x (..., K) -> (..., 1): ``x.max(axis=-1, keepdims=True)``, 2.5x faster on rows of tens of values.
+
+    NumPy's max along the last axis pays a fixed cost per row; ``maximum.reduceat`` at every row's first index
+    of the flat array reduces all the rows in one pass.
+    """
+    if array_module(x) is not np or not x.flags.c_contiguous:  # CuPy: one reduction kernel; a view: NumPy's
+        return x.max(axis=-1, keepdims=True)                        # (..., 1)
+    flat = x.reshape(-1)                                            # (N * K,) a view: x is contiguous
+    return np.maximum.reduceat(flat, _row_starts(flat.size, x.shape[-1])).reshape(*x.shape[:-1], 1)  # (..., 1)
+
+
+@lru_cache(maxsize=64)
+def _row_starts(size, K):
+    starts = np.arange(0, size, K)                                  # (N,) where each row of K values begins
+    starts.flags.writeable = False
+    return starts

@@ -27,7 +27,6 @@ from littlebaby.nn import (
     position_embedding_forward,
     token_embedding_forward,
 )
-from littlebaby.nn.attention import query_blocks
 
 
 @dataclasses.dataclass
@@ -47,15 +46,16 @@ class Trace:
 def attention_weights(block_cache):
     """A block_forward cache -> its attention weights (B, NH, T, T), zeros where a query may not look.
 
-    The mixer's cache starts with the heads' cache (multi-head attention and mixture of heads alike), which
-    keeps the softmax output per causal block of queries (``attention.query_blocks``); the blocks are laid
-    back into one (T, T) map per head.
+    The mixer's cache starts with the heads' cache (multi-head attention and mixture of heads alike), whose
+    attention part keeps the softmax output per causal block of queries and the plan of those blocks
+    (``attention.query_blocks``); the blocks are laid back into one (T, T) map per head.
     """
     mixer_cache = block_cache[2]
-    _, q, _, _, atts, _, _ = mixer_cache[0]                         # heads_forward's cache
+    _, attention_cache = mixer_cache[0]                             # heads_forward's cache
+    q, _, _, plan, atts, _, _ = attention_cache                     # causal_attention_forward's cache
     B, NH, T, _ = q.shape
     weights = np.zeros((B, NH, T, T), dtype=q.dtype)                # (B, NH, T, T)
-    for (r0, r1, s1), att in zip(query_blocks(T, T), atts):
+    for (r0, r1, s1), att in zip(plan, atts, strict=True):
         weights[:, :, r0:r1, :s1] = att                             # (B, NH, Tq, s1)
     return weights
 
