@@ -54,9 +54,9 @@ def _forward(att, scale, zero, one, keep, has_keep, weights):
                     att[b, h, i, j] *= inverse
                 for j in range(n, S):                               # the keys it may not see weigh 0
                     att[b, h, i, j] = zero
-                if has_keep:
+                if has_keep:   # a product with the mask as 0 / 1, not a branch: the loop vectorizes
                     for j in range(S):
-                        weights[b, h, i, j] = att[b, h, i, j] if keep[b, h, i, j] else zero
+                        weights[b, h, i, j] = att[b, h, i, j] * keep[b, h, i, j]
 
 
 @kernel
@@ -65,11 +65,11 @@ def _backward(datt, att, keep, has_keep, scale, zero, weights):
     for b in range(B):
         for h in range(NH):
             for i in range(Tq):
-                if has_keep:
+                if has_keep:   # products with the mask as 0 / 1, not branches: the loop vectorizes
                     for j in range(S):
                         kept = keep[b, h, i, j]
-                        weights[b, h, i, j] = att[b, h, i, j] if kept else zero
-                        datt[b, h, i, j] = datt[b, h, i, j] if kept else zero
+                        weights[b, h, i, j] = att[b, h, i, j] * kept
+                        datt[b, h, i, j] = datt[b, h, i, j] * kept
                 dot = zero
                 for j in range(S):
                     dot += datt[b, h, i, j] * att[b, h, i, j]
