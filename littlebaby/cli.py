@@ -59,6 +59,8 @@ def add_training_options(p, finetune=False):
     switches.add_argument("--moe-aux-weight", type=float, metavar="F", help="load-balancing loss weight (0.01)")
     switches.add_argument("--weight-tying", action=argparse.BooleanOptionalAction, default=None,
                           help="the LM head reuses the token embedding (default off)")
+    switches.add_argument("--lm-head-bias", action=argparse.BooleanOptionalAction, default=None,
+                          help="the LM head adds a learned bias (default on; GPT-2 has none: --no-lm-head-bias)")
     budget = p.add_argument_group("budget (one of; default %d steps)" % DEFAULT_STEPS)
     one = budget.add_mutually_exclusive_group()
     one.add_argument("--epochs", type=float, metavar="E", help="passes over the training split")
@@ -85,7 +87,7 @@ def add_training_options(p, finetune=False):
 
 TRAINING_DESTS = ("n_ctx", "n_emb", "head_size", "n_heads", "n_layers", "dropout", "batch_size", "lr",
                   "c_sequence", "c_attention", "c_network", "n_experts", "moe_top_k", "moe_expansion",
-                  "moe_aux_weight", "weight_tying", "epochs",
+                  "moe_aux_weight", "weight_tying", "lm_head_bias", "epochs",
                   "steps", "max_time", "eval_every", "eval_batches", "warmup_steps", "min_lr", "weight_decay",
                   "grad_clip", "seed", "tokenizer", "vocab_size", "device")
 

@@ -102,6 +102,8 @@ SWITCHES = dict(c_sequence=["pre", "post"], c_attention=["mha", "moh"], c_networ
                 moe_top_k=[0, 2], weight_tying=[False, True])
 COMBINATIONS = [dict(zip(SWITCHES, values)) for values in itertools.product(*SWITCHES.values())
                 if not (values[2] == "mlp" and values[3] == 2)]  # top_k means nothing without experts
+COMBINATIONS += [dict(lm_head_bias=False), dict(weight_tying=True, lm_head_bias=False),   # GPT-2's head
+                 dict(c_sequence="post", c_network="moe", moe_top_k=2, lm_head_bias=False)]
 TINY = dict(vocab_size=11, n_ctx=8, n_emb=12, head_size=16, n_heads=4, n_layers=2, batch_size=3, n_experts=3,
             moe_expansion=2, moe_aux_weight=0.05)
 
@@ -151,6 +153,18 @@ def test_weight_tying_shares_one_array():
     gpt = GPT(Config(**TINY, weight_tying=True))
     assert "lm_head.w" not in gpt.params
     assert num_params(gpt.config) == num_params(Config(**TINY)) - 12 * 11
+
+
+def test_a_head_without_bias_has_no_bias_and_computes_x_at_the_head():
+    gpt = GPT(Config(**TINY, weight_tying=True, lm_head_bias=False, dtype="float64"))
+    assert "lm_head.b" not in gpt.params
+    assert num_params(gpt.config) == num_params(Config(**TINY)) - 12 * 11 - 11
+    with_bias = GPT.from_params(Config(**TINY, weight_tying=True, dtype="float64"),
+                                {**gpt.params, "lm_head.b": np.zeros(11)})
+    idx = np.random.default_rng(0).integers(0, 11, (2, 8))
+    np.testing.assert_array_equal(gpt.forward(idx), with_bias.forward(idx))   # x @ head + 0 is x @ head
+    gpt.grow_vocab(13, np.random.default_rng(1))
+    assert "lm_head.b" not in gpt.params and gpt.forward(idx).shape == (2, 8, 13)
 
 
 @pytest.mark.parametrize("data, message", [
