@@ -48,7 +48,7 @@ class TrainConfig(configlib.TypedConfig):
     beta1: float = 0.9                   # AdamW first-moment decay
     beta2: float = 0.99                  # AdamW second-moment decay
     seed: int = 0                        # init, dropout, batches and the completion all derive from it
-    tokenizer: Literal["char", "bpe"] = "char"   # char: one token per character; bpe: byte-level BPE
+    tokenizer: Literal["char", "bpe", "gpt2"] = "char"  # char: per character; bpe: byte-level BPE; gpt2: imported
     vocab_size: int | None = None        # bpe only: the vocabulary to learn (default 512)
     completion_tokens: int = 500         # tokens sampled into completion_G.txt after training
     device: Literal["cpu", "cuda"] = "cpu"   # where the arrays live: cpu (NumPy) or cuda (CuPy on a GPU)
