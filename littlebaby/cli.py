@@ -25,6 +25,8 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby finetune last --data more.txt --steps 200
   baby runs                            list the runs in the current directory
   baby info last                       config, parameters by component, FLOPs, losses of a run
+  baby export last --format hf gpt2-mine   a Hugging Face GPT-2 folder (transformers loads it)
+  baby import-hf path/to/gpt2          a Hugging Face GPT-2 folder as a new run: generate, finetune
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
@@ -133,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
     info.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
 
+    export = commands.add_parser("export", help="write a run as a Hugging Face GPT-2 folder",
+                                 description="Write a run as a folder that transformers' GPT2LMHeadModel and "
+                                             "AutoTokenizer load: config.json, model.safetensors, tokenizer.json.")
+    export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    export.add_argument("dir", metavar="DIR", help="the folder to write (new, or empty)")
+    export.add_argument("--format", choices=("hf",), default="hf", help="hf: Hugging Face GPT-2 (default)")
+    export.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
+    export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    import_hf = commands.add_parser("import-hf", help="read a Hugging Face GPT-2 folder into a new run",
+                                    description="Read config.json, model.safetensors and tokenizer.json of a GPT-2 "
+                                                "folder into a run you can generate from and finetune.")
+    import_hf.add_argument("dir", metavar="DIR", help="the folder that holds config.json and model.safetensors")
+    import_hf.add_argument("--tokenizer", metavar="FILE", help="the tokenizer, when DIR has no tokenizer.json")
+    import_hf.add_argument("--out", default=".", metavar="DIR", help="where to write the run (default .)")
+
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
     runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
     return parser
@@ -199,6 +217,17 @@ def main(argv=None) -> int:
             print(f"({result.tokens_per_s:,.0f} tokens/s; saved to {result.path})", file=sys.stderr)
         elif args.command == "info":
             print(report.info_text(api.load_run(args.run, args.out)))
+        elif args.command == "export":
+            from littlebaby.interop import hf
+            folder = hf.export_hf(args.run, args.dir, out=args.out, overwrite=args.overwrite)
+            print(f"wrote {folder}: config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
+        elif args.command == "import-hf":
+            from littlebaby.interop import hf
+            run = hf.import_hf(args.dir, out=args.out, tokenizer=args.tokenizer)
+            out_flag = "" if args.out == "." else f" --out {args.out}"
+            print(f"imported {args.dir} as run {run.guid} ({run.gpt.num_params():,} parameters, "
+                  f"{run.tokenizer.kind} tokenizer of {run.tokenizer.vocab_size:,} tokens)\n"
+                  f"  baby generate {run.guid}{out_flag} --prompt \"...\"")
         elif args.command == "runs":
             print(report.runs_table(args.out))
     except BabyError as e:

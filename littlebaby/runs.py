@@ -158,7 +158,7 @@ class RunRecord(configlib.TypedConfig):
 
     version: str                              # littlebaby version that made the run
     guid: str                                 # the run id G (a finetune's ends in _finetuned)
-    kind: Literal["train", "finetune"]        # how the run started
+    kind: Literal["train", "finetune", "import"]  # how the run started (import: `baby import-hf`)
     parent: str | None                        # the run a finetune started from, else None
     created: str                              # UTC time the run started, ISO 8601 with microseconds
     seed: int                                 # the seed of init, dropout, batches

@@ -56,11 +56,10 @@ def to_tokenizer_json(tok) -> dict:
         return tokenizer_json(bpe_model(texts, [(texts[a], texts[b]) for a, b in tok.merges]), pre,
                               {**BYTE_LEVEL, "use_regex": False})
     if isinstance(tok, GPT2Tokenizer):
-        special = set(tok.special)
-        model_texts = {text: i for i, text in enumerate(tok.tokens) if i not in special}
         added = [{"id": i, "content": tok.tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
                   "normalized": False, "special": True} for i in tok.special]
-        return tokenizer_json(bpe_model(model_texts, [(tok.tokens[a], tok.tokens[b]) for a, b in tok.merges]),
+        # the special tokens are in the model's vocabulary too (as in GPT-2's), which keeps their ids
+        return tokenizer_json(bpe_model(tok.tokens, [(tok.tokens[a], tok.tokens[b]) for a, b in tok.merges]),
                               {**BYTE_LEVEL, "use_regex": True}, {**BYTE_LEVEL, "use_regex": True}, added)
     raise BabyError(f"a {tok.kind} tokenizer cannot be exported to tokenizer.json")
 
