@@ -38,8 +38,12 @@ def byte_to_char() -> dict[int, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def char_to_byte() -> dict[str, int]:
-    return {c: b for b, c in byte_to_char().items()}
+def char_to_byte_table() -> dict[int, str]:
+    """A ``str.translate`` table from each stand-in to its byte as a Latin-1 character; any other character
+    below U+0144 becomes U+FFFF, which (like everything above U+00FF) Latin-1 cannot encode."""
+    table = {c: "\uffff" for c in range(0x144)}
+    table.update({ord(c): chr(b) for b, c in byte_to_char().items()})
+    return table
 
 
 def token_text(data: bytes) -> str:
@@ -49,11 +53,11 @@ def token_text(data: bytes) -> str:
 
 
 def token_bytes(text: str) -> bytes | None:
-    """GPT-2's token string -> bytes, or None when a character is not one of the 256 stand-ins."""
-    table = char_to_byte()
-    if not all(c in table for c in text):
+    """GPT-2's token string -> bytes, or None when a character is not one of the 256 stand-ins: "Ġhi" -> b" hi"."""
+    try:
+        return text.translate(char_to_byte_table()).encode("latin-1")
+    except UnicodeEncodeError:
         return None
-    return bytes(table[c] for c in text)
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,9 +77,10 @@ class GPT2File:
 
     kind: str  # always "gpt2"
     version: int  # base.FORMAT_VERSION
-    tokens: list[str]  # tokens[i]: id i in GPT-2's byte characters ("Ġthe"), or a special token's text
-    merges: list[list[int]]  # in rank order: merges[r] = [a, b] glues ids a and b into the id of their bytes
-    special: list[int]  # the ids of the special tokens
+    tokens: list  # tokens[i]: id i in GPT-2's byte characters ("Ġthe"), or a special token's text
+    merges: list  # in rank order: merges[r] = [a, b] glues ids a and b into the id of their bytes
+    special: list  # the ids of the special tokens
+    # (plain lists: 50,000 entries are checked below in one pass, not element by element by config.from_dict)
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -158,6 +163,11 @@ class GPT2Tokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, data: dict) -> "GPT2Tokenizer":
         file = from_dict(GPT2File, data, "gpt2 tokenizer file")
-        if not all(isinstance(m, list) and len(m) == 2 and all(type(i) is int for i in m) for m in file.merges):
+        if not all(isinstance(t, str) for t in file.tokens):
+            raise BabyError("gpt2 tokenizer file: every token must be a string")
+        if not all(type(i) is int for i in file.special):
+            raise BabyError("gpt2 tokenizer file: special must list token ids")
+        if not all(isinstance(m, list) and len(m) == 2 and type(m[0]) is int and type(m[1]) is int
+                   for m in file.merges):
             raise BabyError("gpt2 tokenizer file: every merge must be a pair of token ids")
         return cls(file.tokens, [tuple(m) for m in file.merges], file.special)
