@@ -7,6 +7,7 @@ parity tests' float32 tolerance) and our token ids. Import: a randomly initialis
 logits, and which generates and finetunes. Bad folders are refused in one line with exit code 2, writing nothing.
 """
 
+import errno
 import json
 import logging
 import os
@@ -189,6 +190,25 @@ def test_export_refuses_a_folder_that_is_not_empty_unless_told(exported, tmp_pat
     assert "--overwrite" in one_line_error(capsys) and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     assert baby("export", "last", tmp_path, "--overwrite", "--out", out) == 0
     assert (tmp_path / "keep.txt").read_text() == "mine" and (tmp_path / "model.safetensors").is_file()
+
+
+def test_a_full_disk_during_export_is_one_line_and_leaves_no_folder(exported, tmp_path, capsys, monkeypatch):
+    run, folder = exported["bpe_tied"]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hf.safetensors.numpy, "save_file", full)
+    assert baby("export", "last", tmp_path / "hf", "--out", folder.parent) == 2
+    assert "No space left on device" in one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []                            # no folder, no hidden staging folder
+
+
+def test_the_exported_folder_is_readable_like_any_new_folder(exported):
+    _, folder = exported["bpe_tied"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 def test_export_then_import_gives_back_the_same_model_and_tokenizer(exported, tmp_path, capsys):

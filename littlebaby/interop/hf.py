@@ -151,6 +151,9 @@ def staging_folder(folder):
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         stage = pathlib.Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(stage, 0o777 & ~umask)   # mkdtemp makes it private; the folder it becomes should not be
     except OSError as e:
         raise WriteError(write_error_message(folder, e)) from None
     try:
