@@ -11,6 +11,8 @@ functions; their modules are reached with ``from littlebaby.train import ...``.
 __version__ = "0.1.0"
 
 from littlebaby.api import Generation, Run, finetune, generate, load_run, resume_run, train  # noqa: E402
+from littlebaby.interop.hf import export_hf, import_hf  # noqa: E402
 from littlebaby.train import TrainConfig  # noqa: E402
 
-__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "Run", "Generation", "TrainConfig"]
+__all__ = ["train", "finetune", "generate", "load_run", "resume_run", "Run", "Generation", "TrainConfig",
+           "export_hf", "import_hf"]

@@ -15,6 +15,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -99,13 +100,15 @@ def test_transformers_loads_the_export_without_weight_warnings_and_gives_our_log
     logger = transformers.logging.get_logger("transformers")
     logger.addHandler(handler)
     try:
-        model, info = transformers.GPT2LMHeadModel.from_pretrained(folder, output_loading_info=True)
-        hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model, info = transformers.GPT2LMHeadModel.from_pretrained(folder, output_loading_info=True)
+            hf_tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     finally:
         logger.removeHandler(handler)
     assert info["missing_keys"] == set() and info["unexpected_keys"] == set() and not info["mismatched_keys"]
-    warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
-    assert not [w for w in warnings if "weight" in w.lower() or "initialized" in w.lower()], warnings
+    said = [r.getMessage() for r in records if r.levelno >= logging.WARNING] + [str(w.message) for w in caught]
+    assert not [w for w in said if "weight" in w.lower() or "initialized" in w.lower()], said
     assert model.config.tie_word_embeddings == run.gpt.config.weight_tying
     model.eval()
     for prompt in PROMPTS:
@@ -347,6 +350,15 @@ def imported_tokenizer(hf_tokenizer, cache={}):
     if "tok" not in cache:
         cache["tok"] = from_tokenizer_json(json.loads(hf_tokenizer.to_str()), "trained")
     return cache["tok"]
+
+
+def test_merges_written_as_strings_read_the_same(hf_tokenizer):
+    """GPT-2's own tokenizer.json (older tokenizers) writes each merge as "a b", not ["a", "b"]."""
+    from littlebaby.interop.hf_tokenizer import from_tokenizer_json
+    data = json.loads(hf_tokenizer.to_str())
+    data["model"]["merges"] = [" ".join(pair) for pair in data["model"]["merges"]]
+    ours = from_tokenizer_json(data, "string merges")
+    assert ours.merges == imported_tokenizer(hf_tokenizer).merges and len(ours.merges) > 100
 
 
 def test_the_imported_tokenizer_exports_back_to_the_same_ids(hf_tokenizer):
