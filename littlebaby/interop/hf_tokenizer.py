@@ -16,7 +16,6 @@ import functools
 
 from littlebaby.errors import BabyError
 from littlebaby.tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer, unicode_classes
-from littlebaby.tokenizers.bpe import SPLIT_PATTERN
 from littlebaby.tokenizers.gpt2 import token_text
 
 # bpe.SPLIT_PATTERN with each class a slot: {L} letters [^\W\d_], {D} digits \d, {S} spaces \s, {W} word \w
