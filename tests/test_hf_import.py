@@ -107,6 +107,19 @@ def test_an_imported_run_generates_and_finetunes(hf_folders, tmp_path, capsys):
     assert baby("runs", "--out", tmp_path) == 0 and baby("info", run.guid, "--out", tmp_path) == 0
 
 
+def test_an_imported_run_exports_back_to_a_folder_transformers_reads_the_same(hf_folders, hf_tokenizer, tmp_path):
+    model, folder = hf_folders[False]
+    run = import_run(folder, tmp_path)
+    assert baby("export", run.guid, tmp_path / "again", "--out", tmp_path) == 0
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "again").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "again")
+    assert again.config.eos_token_id == hf_tokenizer.token_to_id("<|endoftext|>")
+    for prompt in PROMPTS + ["one<|endoftext|>two"]:
+        assert tokenizer(prompt)["input_ids"] == hf_tokenizer.encode(prompt).ids
+    ids = np.random.default_rng(2).integers(0, run.gpt.config.vocab_size, (2, 16))
+    np.testing.assert_array_equal(logits_of(again, ids), logits_of(model, ids))   # the very same weights
+
+
 @FAST
 @given(ASSIGNED_TEXT)
 def test_an_imported_tokenizer_encodes_like_tokenizers(hf_tokenizer, text):
@@ -163,6 +176,17 @@ def shrink_a_tensor(folder):
     safetensors.numpy.save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
 
 
+def a_nan_weight(folder):
+    tensors = safetensors.numpy.load_file(folder / "model.safetensors")
+    tensors["transformer.ln_f.bias"][3] = np.nan
+    safetensors.numpy.save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def shards(folder):
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00001.safetensors")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+
+
 def smaller_tokenizer(folder):
     train_hf_tokenizer(TEXT, 300).save(str(folder / "tokenizer.json"))
 
@@ -179,6 +203,11 @@ BAD_FOLDERS = {
     "a tensor of the wrong shape": (shrink_a_tensor, "'transformer.h.0.mlp.c_fc.weight' has shape (24, 10)"),
     "a smaller tokenizer": (smaller_tokenizer, "has 300 tokens but the model's embedding has"),
     "no tokenizer": (lambda f: (f / "tokenizer.json").unlink(), "pass --tokenizer FILE"),
+    "untied but no head": (edit_config(tie_word_embeddings=False), "lacks the tensor 'lm_head.weight'"),
+    "a NaN weight": (a_nan_weight, "'transformer.ln_f.bias' holds NaN"),
+    "shards": (shards, "split into shards"),
+    "a word-level tokenizer": (lambda f: (f / "tokenizer.json").write_text(json.dumps(
+        {"model": {"type": "WordLevel", "vocab": {"a": 0}, "unk_token": "a"}})), "WordLevel model"),
     "a damaged safetensors": (lambda f: (f / "model.safetensors").write_bytes(b"\xff" * 64), "not a safetensors"),
 }
 
@@ -192,6 +221,17 @@ def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(hf_folders, 
     assert baby("import-hf", folder, "--out", tmp_path / "out") == 2
     assert message in one_line_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_from_elsewhere_with_the_tokenizer_option(hf_folders, tmp_path):
+    folder = tmp_path / "gpt2"
+    shutil.copytree(hf_folders[True][1], folder)
+    (folder / "tokenizer.json").rename(tmp_path / "elsewhere.json")
+    assert baby("import-hf", folder, "--tokenizer", tmp_path / "elsewhere.json", "--out", tmp_path / "a") == 0
+    saved = load_run("last", tmp_path / "a").paths.tokenizer       # a littlebaby tokenizer file does too
+    assert baby("import-hf", folder, "--tokenizer", saved, "--out", tmp_path / "b") == 0
+    assert load_run("last", tmp_path / "b").tokenizer.encode(TEXT).tolist() == \
+        load_run("last", tmp_path / "a").tokenizer.encode(TEXT).tolist()
 
 
 def test_import_refuses_a_folder_that_is_not_there(tmp_path, capsys):
