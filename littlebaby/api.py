@@ -186,6 +186,9 @@ def resume_run(run, out=".", quiet=False, on_step=None, device_name=None) -> Run
     if device_name is not None:
         tc = dataclasses.replace(tc, device=device_name)
     plan = Plan.from_dict(record.plan)
+    if record.kind == "import":
+        raise BabyError(f"run {guid} was imported (baby import-hf), not trained here, so there is nothing to "
+                        f"resume; to train it further, `baby finetune {guid}`")
     if not paths.checkpoint.exists():
         raise BabyError(f"run {guid} has no checkpoint ({paths.checkpoint}); it cannot be resumed")
     saved = checkpoint.load_checkpoint(paths.checkpoint)

@@ -105,6 +105,9 @@ def test_an_imported_run_generates_and_finetunes(hf_folders, tmp_path, capsys):
     assert tuned.record.parent == run.guid and isinstance(tuned.tokenizer, GPT2Tokenizer)
     assert not np.array_equal(tuned.gpt.params["wte"], run.gpt.params["wte"])
     assert baby("runs", "--out", tmp_path) == 0 and baby("info", run.guid, "--out", tmp_path) == 0
+    capsys.readouterr()
+    assert baby("train", "--resume", run.guid, "--out", tmp_path) == 2
+    assert f"baby finetune {run.guid}" in one_line_error(capsys)
 
 
 def test_an_imported_run_exports_back_to_a_folder_transformers_reads_the_same(hf_folders, hf_tokenizer, tmp_path):
