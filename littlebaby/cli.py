@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "AutoTokenizer load: config.json, model.safetensors, tokenizer.json.")
     export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
     export.add_argument("dir", metavar="DIR", help="the folder to write (new, or empty)")
-    export.add_argument("--format", choices=("hf",), default="hf", help="hf: Hugging Face GPT-2 (default)")
+    export.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                        help="hf: Hugging Face GPT-2 (default); gguf: DIR/model.gguf for llama.cpp (the gguf extra)")
     export.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
     export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
 
@@ -218,9 +219,13 @@ def main(argv=None) -> int:
         elif args.command == "info":
             print(report.info_text(api.load_run(args.run, args.out)))
         elif args.command == "export":
-            from littlebaby.interop import hf
-            folder = hf.export_hf(args.run, args.dir, out=args.out, overwrite=args.overwrite)
-            print(f"wrote {folder}: config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
+            from littlebaby.interop import gguf_export, hf
+            if args.format == "gguf":
+                folder = gguf_export.export_gguf(args.run, args.dir, out=args.out, overwrite=args.overwrite)
+                print(f"wrote {folder / gguf_export.FILE}")
+            else:
+                folder = hf.export_hf(args.run, args.dir, out=args.out, overwrite=args.overwrite)
+                print(f"wrote {folder}: config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
         elif args.command == "import-hf":
             from littlebaby.interop import hf
             run = hf.import_hf(args.dir, out=args.out, tokenizer=args.tokenizer)
