@@ -5,6 +5,7 @@ folders are refused in one line with exit code 2, writing nothing; the import ho
 weights; GPT-2 124M itself when LITTLEBABY_GPT2_DIR names a folder holding it.
 """
 
+import copy
 import json
 import os
 import pickle
@@ -82,13 +83,12 @@ def test_half_precision_weights_import_as_float32(hf_folders, tmp_path):
     model, folder = hf_folders[False]
     for dtype in (torch.float16, torch.bfloat16):
         target = tmp_path / str(dtype)
-        model.to(dtype).save_pretrained(target)
+        copy.deepcopy(model).to(dtype).save_pretrained(target)   # the shared fixture's model stays float32
         shutil.copy(folder / "tokenizer.json", target)
         run = import_run(target, tmp_path / f"out_{dtype}")
-        expected = model.state_dict()["transformer.h.1.mlp.c_fc.weight"].float().numpy()
+        expected = model.state_dict()["transformer.h.1.mlp.c_fc.weight"].to(dtype).float().numpy()
         np.testing.assert_array_equal(run.gpt.params["blocks.1.mlp.w_fc"], expected)
         assert run.gpt.params["wte"].dtype == np.float32
-    model.float()
 
 
 def test_an_imported_run_generates_and_finetunes(hf_folders, tmp_path, capsys):
@@ -158,6 +158,24 @@ def test_the_imported_tokenizer_exports_back_to_the_same_ids(hf_tokenizer):
         assert again.encode(text).ids == hf_tokenizer.encode(text).ids
 
 
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                    max_leaves=12)
+
+
+@FAST
+@given(st.fixed_dictionaries({"model": st.fixed_dictionaries({"type": st.sampled_from(["BPE", "WordLevel"]),
+                                                              "vocab": JSON, "merges": JSON}),
+                              "pre_tokenizer": JSON, "added_tokens": JSON, "normalizer": st.none() | JSON}))
+def test_a_malformed_tokenizer_json_is_a_clear_error(data):
+    from littlebaby.errors import BabyError
+    from littlebaby.interop.hf_tokenizer import from_tokenizer_json
+    try:
+        from_tokenizer_json(data, "tokenizer.json")
+    except BabyError:
+        pass
+
+
 # --- bad folders -----------------------------------------------------------------------------------------------
 
 def edit_config(**changes):
@@ -202,6 +220,7 @@ BAD_FOLDERS = {
     "another model_type": (edit_config(model_type="llama"), "only GPT-2 (model_type 'gpt2')"),
     "the erf GELU": (edit_config(activation_function="gelu"), "activation_function 'gelu' is not supported"),
     "another LayerNorm eps": (edit_config(layer_norm_epsilon=1e-6), "layer_norm_epsilon"),
+    "an eps that is not a number": (edit_config(layer_norm_epsilon="small"), "must be a number"),
     "config wider than the weights": (edit_config(n_embd=48), "has shape"),
     "a tensor of the wrong shape": (shrink_a_tensor, "'transformer.h.0.mlp.c_fc.weight' has shape (24, 10)"),
     "a smaller tokenizer": (smaller_tokenizer, "has 300 tokens but the model's embedding has"),

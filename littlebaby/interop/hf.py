@@ -183,6 +183,9 @@ def config_from_hf(hf, where) -> Config:
     for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
         if type(hf.get(key)) is not int or hf[key] <= 0:
             raise BabyError(f"{where}: {key} must be a positive integer, got {hf.get(key)!r}")
+    for key in ("layer_norm_epsilon", "resid_pdrop"):
+        if key in hf and type(hf[key]) not in (int, float):
+            raise BabyError(f"{where}: {key} must be a number, got {hf[key]!r}")
     activation = hf.get("activation_function", "gelu_new")
     if activation not in TANH_GELUS:
         raise BabyError(f"{where}: activation_function {activation!r} is not supported; littlebaby's MLP uses the "
@@ -260,7 +263,7 @@ def tensor_names(header, config, path) -> dict[str, str]:
     for ours, theirs in hf_names(config).items():
         theirs = theirs.removeprefix("transformer.") if not prefix else theirs
         entry = header.get(theirs)
-        if entry is None:
+        if not isinstance(entry, dict):
             raise BabyError(f"{path} lacks the tensor {theirs!r} that config.json's shape needs")
         shape = tuple(reversed(expected[ours])) if ours == "lm_head.w" else expected[ours]
         if tuple(entry.get("shape", ())) != shape:

@@ -81,6 +81,13 @@ def tokenizer_json(model, pre_tokenizer, decoder, added_tokens=()) -> dict:
 
 def from_tokenizer_json(data, where) -> object:
     """One of our tokenizers from a parsed tokenizer.json; BabyError naming what is not supported."""
+    try:
+        return read_tokenizer_json(data, where)
+    except (AttributeError, TypeError, KeyError, ValueError) as e:   # a value of the wrong JSON type somewhere
+        raise BabyError(f"{where} is not a well-formed tokenizer.json ({type(e).__name__}: {e})") from None
+
+
+def read_tokenizer_json(data, where) -> object:
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise BabyError(f"{where} is not a tokenizer.json: it has no 'model' object")
     model, pre = data["model"], data.get("pre_tokenizer")
