@@ -21,6 +21,7 @@ WORKFLOW = {   # name -> the module that defines it
     "load_run": "littlebaby.api", "resume_run": "littlebaby.api", "Run": "littlebaby.api",
     "Generation": "littlebaby.api", "TrainConfig": "littlebaby.training",
     "import_original": "littlebaby.api", "export_original": "littlebaby.api",
+    "export_hf": "littlebaby.interop.hf", "import_hf": "littlebaby.interop.hf",
 }
 __all__ = list(WORKFLOW)
 

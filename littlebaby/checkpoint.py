@@ -17,14 +17,22 @@ import safetensors.numpy
 
 from littlebaby.errors import BabyError
 from littlebaby.nn.backend import to_host
-from littlebaby.files import atomic_write_bytes
+from littlebaby.files import atomic_path
 
 
 def save_arrays(path, arrays: dict, metadata: dict) -> None:
-    """Write ``arrays`` (name -> ndarray) and ``metadata`` (name -> any JSON value) to one safetensors file."""
+    """Write ``arrays`` (name -> ndarray) and ``metadata`` (name -> any JSON value) to one safetensors file.
+
+    ``save_file`` writes the tensors one after the other from the arrays themselves, so no second copy of the
+    weights is ever made (``save`` would build the whole file in memory first, twice over).
+    """
     tensors = {name: np.ascontiguousarray(to_host(a)) for name, a in arrays.items()}  # from the GPU, if there
     meta = {key: json.dumps(value) for key, value in metadata.items()}   # safetensors metadata is str -> str
-    atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata=meta))
+    with atomic_path(path) as tmp:
+        try:
+            safetensors.numpy.save_file(tensors, tmp, metadata=meta)
+        except safetensors.SafetensorError as e:   # its I/O errors (a full disk) arrive as this
+            raise OSError(f"{e}") from None
 
 
 def load_arrays(path) -> tuple[dict, dict]:

@@ -35,6 +35,8 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
   baby serve last                      a local page: stream generation, see why each token came out
   baby import TheLittleBaby/           bring in a run of the original notebook (v0.0.5-v0.0.9)
   baby export-original last            write a run back in the original's v0.0.9 format
+  baby export last --format hf gpt2-mine   a Hugging Face GPT-2 folder (transformers loads it)
+  baby import-hf path/to/gpt2          a Hugging Face GPT-2 folder as a new run: generate, finetune
 
 Each run is tagged by a GUID: configs/config_G.json, models/model_G.safetensors, models/tokenizer_G.json,
 outputs/report_G.json, outputs/report_G.png, outputs/completion_G.txt. RUN is a GUID, a unique prefix of
@@ -150,6 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="a run's config, parameters by component, FLOPs, losses")
     info.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
     info.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    export = commands.add_parser("export", help="write a run as a Hugging Face GPT-2 folder",
+                                 description="Write a run as a folder that transformers' GPT2LMHeadModel and "
+                                             "AutoTokenizer load: config.json, model.safetensors, tokenizer.json.")
+    export.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    export.add_argument("dir", metavar="DIR", help="the folder to write (new, or empty)")
+    export.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                        help="hf: Hugging Face GPT-2 (default); gguf: DIR/model.gguf for llama.cpp (the gguf extra)")
+    export.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
+    export.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
+
+    import_hf = commands.add_parser("import-hf", help="read a Hugging Face GPT-2 folder into a new run",
+                                    description="Read config.json, model.safetensors and tokenizer.json of a GPT-2 "
+                                                "folder into a run you can generate from and finetune.")
+    import_hf.add_argument("dir", metavar="DIR", help="the folder that holds config.json and model.safetensors")
+    import_hf.add_argument("--tokenizer", metavar="FILE", help="the tokenizer, when DIR has no tokenizer.json")
+    import_hf.add_argument("--out", default=".", metavar="DIR", help="where to write the run (default .)")
 
     runs = commands.add_parser("runs", help="list the runs: GUID, date, config, steps, val loss")
     runs.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
@@ -295,6 +314,20 @@ def main(argv=None) -> int:
             print(f"({result.tokens_per_s:,.0f} tokens/s; saved to {result.path})", file=sys.stderr)
         elif args.command == "info":
             print(report.info_text(api.load_run(args.run, args.out)))
+        elif args.command == "export":
+            from littlebaby.interop import gguf_export, hf
+            if args.format == "gguf":
+                folder = gguf_export.export_gguf(args.run, args.dir, out=args.out, overwrite=args.overwrite)
+                print(f"wrote {folder / gguf_export.FILE}")
+            else:
+                folder = hf.export_hf(args.run, args.dir, out=args.out, overwrite=args.overwrite)
+                print(f"wrote {folder}: config.json, model.safetensors, tokenizer.json, tokenizer_config.json")
+        elif args.command == "import-hf":
+            from littlebaby.interop import hf
+            run = hf.import_hf(args.dir, out=args.out, tokenizer=args.tokenizer)
+            print(f"imported {args.dir} as run {run.guid} ({run.gpt.num_params():,} parameters, "
+                  f"{run.tokenizer.kind} tokenizer of {run.tokenizer.vocab_size:,} tokens)\n"
+                  f"  baby generate {run.guid}{out_flag(args.out)} --prompt \"...\"")
         elif args.command == "runs":
             print(report.runs_table(args.out))
         elif args.command == "serve":

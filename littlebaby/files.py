@@ -45,6 +45,27 @@ def atomic_file(path):
             pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename
 
 
+@contextlib.contextmanager
+def atomic_path(path):
+    """``atomic_file`` for a writer that takes a file name (safetensors' ``save_file``): yields the temp file's
+    path; when the block ends the file is fsynced and renamed onto path, with the same guarantees."""
+    path = pathlib.Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(write_error_message(path, e)) from None
+    finally:
+        if tmp is not None:
+            pathlib.Path(tmp).unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write data to path atomically (see atomic_file)."""
     with atomic_file(path) as f:

@@ -177,7 +177,7 @@ def decode_weights(params, config):
     Returns a dict: wte, wpe, head.w, head.b, and blocks, a list of each block's dict by short name.
     The parameters themselves are not modified.
     """
-    from littlebaby.model import block_params, head_weight
+    from littlebaby.model import block_params, head_bias, head_weight
     blocks = []
     for i in range(config.n_layers):
         p = dict(block_params(params, config, i))
@@ -198,7 +198,7 @@ def decode_weights(params, config):
             p["mlp.w_proj"] = 0.5 * p["mlp.w_proj"]
         blocks.append(p)
     head_w, head_b = fold_gain_and_shift(params["ln_f.w"], params["ln_f.b"], head_weight(params, config),
-                                         params["lm_head.b"])
+                                         head_bias(params, config))
     return {"wte": params["wte"], "wpe": params["wpe"], "blocks": blocks, "head.w": head_w, "head.b": head_b}
 
 

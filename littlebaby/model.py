@@ -10,7 +10,8 @@ Parameters (a plain dict of arrays, weights stored (in, out)):
 The switches change this list (``param_shapes`` gives each variant's): mixture of heads adds attn.w_gate
 (C, NH) and attn.b_gate (NH,) and projects from hs; experts replace mlp.* with moe.* stacked per expert;
 weight tying drops lm_head.w; ``qkv_bias = False`` drops attn.b_qkv and ``gate_bias = False`` the gates' b_gate
-(the layout of the original notebook, see docs/IMPORT.md).
+(the layout of the original notebook, see docs/IMPORT.md); ``lm_head_bias = False`` drops lm_head.b
+(GPT-2's head: tied, no bias).
 
 Activations cached by one training forward (what the backward keeps alive), per layer:
     ln_1, ln_2: xhat (B, T, C) and rstd (B, T, 1);   attn: input (B, T, C), qkv (B, T, 3H),
@@ -89,6 +90,8 @@ class Config(configlib.TypedConfig):
                             group="switches")
     gate_bias: bool = option(True, "the gates of mixture of heads and of experts have a bias (off: none)",
                              group="switches")
+    lm_head_bias: bool = option(True, "the LM head adds a learned bias lm_head.b (V,); GPT-2's head has none",
+                                group="switches")
 
     def validate(self):
         """Types and intervals (littlebaby.config), then the checks that tie fields together."""
@@ -125,7 +128,8 @@ def param_shapes(config):
     shapes.update({"ln_f.w": (C,), "ln_f.b": (C,)})
     if not config.weight_tying:
         shapes["lm_head.w"] = (C, V)
-    shapes["lm_head.b"] = (V,)
+    if config.lm_head_bias:
+        shapes["lm_head.b"] = (V,)
     return shapes
 
 
@@ -177,6 +181,15 @@ def head_weight(params, config):
     return params["wte"].T if config.weight_tying else params["lm_head.w"]
 
 
+def head_bias(params, config):
+    """lm_head.b (V,), or zeros (V,) when the head has no bias: the head stays one linear layer, whose bias
+    gradient gpt_backward then drops."""
+    if config.lm_head_bias:
+        return params["lm_head.b"]
+    wte = params["wte"]
+    return array_module(wte).zeros(config.vocab_size, dtype=wte.dtype)      # (V,)
+
+
 def gpt_forward(params, config, idx, rng=None, kv_cache=None):
     """idx (B, T) -> logits (B, T, V), cache. Training mode (dropout) when rng is given and config.dropout > 0.
 
@@ -199,7 +212,7 @@ def gpt_forward(params, config, idx, rng=None, kv_cache=None):
         block_caches.append(block_cache)
         aux_loss += aux
     x, lnf_cache = layernorm_forward(x, params["ln_f.w"], params["ln_f.b"])  # (B, T, C)
-    logits, head_cache = linear_forward(x, head_weight(params, config), params["lm_head.b"])  # (B, T, V)
+    logits, head_cache = linear_forward(x, head_weight(params, config), head_bias(params, config))  # (B, T, V)
     cache = (tok_cache, pos_cache, block_caches, lnf_cache, head_cache, aux_loss)
     if kv_cache is not None:
         kv_cache.length += T
@@ -213,7 +226,9 @@ def gpt_backward(dlogits, cache, config):
     """
     tok_cache, pos_cache, block_caches, lnf_cache, head_cache, _ = cache
     grads = {}
-    dx, dhead_w, grads["lm_head.b"] = linear_backward(dlogits, head_cache)           # (B, T, C)
+    dx, dhead_w, dhead_b = linear_backward(dlogits, head_cache)                      # (B, T, C)
+    if config.lm_head_bias:
+        grads["lm_head.b"] = dhead_b
     dx, grads["ln_f.w"], grads["ln_f.b"] = layernorm_backward(dx, lnf_cache)          # (B, T, C)
     for i in reversed(range(config.n_layers)):
         dx, block_grads = block_backward(dx, block_caches[i])                         # (B, T, C)
@@ -303,7 +318,8 @@ class GPT:
         self.params["wte"] = xp.concatenate([self.params["wte"], new_rows((extra, C))])
         if not self.config.weight_tying:
             self.params["lm_head.w"] = xp.concatenate([self.params["lm_head.w"], new_rows((C, extra))], axis=1)
-        self.params["lm_head.b"] = xp.concatenate([self.params["lm_head.b"], xp.zeros(extra, dtype)])
+        if self.config.lm_head_bias:
+            self.params["lm_head.b"] = xp.concatenate([self.params["lm_head.b"], xp.zeros(extra, dtype)])
         self.config = dataclasses.replace(self.config, vocab_size=new_vocab_size)
 
 
@@ -329,7 +345,7 @@ def num_params(config):
           moh           + C*NH + NH (gate; NH absent when gate_bias is off) + hs*C + C (projection from one head)
           mlp           + C*F + F + F*C + C
           moe           + C*NE + NE (gate; NE absent when gate_bias is off) + NE * (C*Fe + Fe + Fe*C + C)
-        final           2C (ln_f) + C*V (head, absent when tied to wte) + V (head bias)
+        final           2C (ln_f) + C*V (head, absent when tied to wte) + V (head bias, absent without one)
     """
     V, C, H, NH, L = config.vocab_size, config.n_emb, config.head_size, config.n_heads, config.n_layers
     per_block = 4 * C + C * 3 * H + (3 * H if config.qkv_bias else 0)
@@ -342,7 +358,7 @@ def num_params(config):
     else:
         NE, Fe = config.n_experts, config.moe_expansion * C
         per_block += C * NE + (NE if config.gate_bias else 0) + NE * (2 * C * Fe + Fe + C)
-    head = (0 if config.weight_tying else C * V) + V
+    head = (0 if config.weight_tying else C * V) + (V if config.lm_head_bias else 0)
     return V * C + config.n_ctx * C + L * per_block + 2 * C + head
 
 

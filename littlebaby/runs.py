@@ -61,7 +61,7 @@ class RunRecord(configlib.TypedConfig):
 
     version: str                              # littlebaby version that made the run
     guid: str                                 # the run id G (a finetune's ends in _finetuned)
-    kind: Literal["train", "finetune", "import"]   # how the run started (import: baby import of another's run)
+    kind: Literal["train", "finetune", "import"]   # how the run started (import: of the original, or of a GPT-2 folder)
     parent: str | None                        # the run a finetune started from, else None
     created: str                              # UTC time the run started, ISO 8601 with microseconds
     seed: int                                 # the seed of init, dropout, batches

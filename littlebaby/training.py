@@ -59,8 +59,9 @@ class TrainConfig(configlib.TypedConfig):
     beta1: float = option(0.9, "AdamW's first-moment decay", within="[0, 1)")
     beta2: float = option(0.99, "AdamW's second-moment decay", within="[0, 1)")
     seed: int = option(0, "init, dropout, batches and the completion all derive from it", within="[0, inf)")
-    tokenizer: Literal["char", "bpe"] = option("char", "char: one token per character; bpe: byte-level BPE",
-                                               finetune=False)
+    tokenizer: Literal["char", "bpe", "gpt2"] = option("char", "char: one token per character; bpe: byte-level "
+                                                       "BPE; gpt2: GPT-2's, that of a run from baby import-hf "
+                                                       "(not trained here)", finetune=False)
     vocab_size: int | None = option(None, "the vocabulary bpe learns", within="[1, inf)", unset="512 with bpe",
                                     finetune=False)
     completion_tokens: int = option(500, "tokens sampled into completion_G.txt after training; 0: none",

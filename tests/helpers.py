@@ -41,6 +41,8 @@ SWITCHES = dict(c_sequence=["pre", "post"], c_attention=["mha", "moh"], c_networ
                 moe_top_k=[0, 2], weight_tying=[False, True])
 COMBINATIONS = [dict(zip(SWITCHES, values)) for values in itertools.product(*SWITCHES.values())
                 if not (values[2] == "mlp" and values[3] == 2)]  # top_k means nothing without experts
+COMBINATIONS += [dict(lm_head_bias=False), dict(weight_tying=True, lm_head_bias=False),   # GPT-2's head
+                 dict(c_sequence="post", c_network="moe", moe_top_k=2, lm_head_bias=False)]
 
 
 # without the Q, K, V and gate biases, as the original notebook's models are (docs/IMPORT.md), on each mixer,

@@ -36,10 +36,15 @@ def test_grads_mirror_params():
 
 
 def test_param_count_formula_matches_the_arrays():
-    for overrides in [{}, dict(head_size=24, n_heads=3), dict(n_layers=3, vocab_size=100)]:
+    for overrides in [{}, dict(head_size=24, n_heads=3), dict(n_layers=3, vocab_size=100),
+                      dict(weight_tying=True, lm_head_bias=False), dict(lm_head_bias=False)]:
         gpt = GPT(Config(**{**SHAPE, **overrides}))
         assert gpt.num_params() == sum(p.size for p in gpt.params.values())
     assert num_params(Config()) == 818_241  # the default config, counted by hand once
+    # GPT-2 124M (tied head without bias): the 124,439,808 parameters of the published checkpoint
+    gpt2 = Config(vocab_size=50257, n_ctx=1024, n_emb=768, head_size=768, n_heads=12, n_layers=12,
+                  weight_tying=True, lm_head_bias=False)
+    assert num_params(gpt2) == 124_439_808
 
 
 def test_flops_per_token_counts_every_matmul():
@@ -49,6 +54,9 @@ def test_flops_per_token_counts_every_matmul():
                          if len(s) == 2 and n not in ("wte", "wpe"))
     assert matmul_weights == L * (3 * C * H + H * C + 8 * C * C) + C * V
     assert flops_per_token(cfg) == 6 * matmul_weights + 12 * L * T * H
+    # a tied head still multiplies by a (C, V) matrix, and a bias add is element-wise: neither changes the count
+    gpt2_head = Config(**SHAPE, weight_tying=True, lm_head_bias=False)
+    assert flops_per_token(gpt2_head) == flops_per_token(cfg)
 
 
 def test_causality_future_tokens_never_change_the_past():

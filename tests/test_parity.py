@@ -8,7 +8,7 @@ The reference (``tests/torch_reference.py``) is itself checked against a plain l
 and the comparison helper is shown to flag a single perturbed gradient entry, so a pass means something.
 
 The architecture switches (post-norm, mixture of heads, dense and sparse mixture of experts, weight tying, no Q,
-K, V or gate biases) are checked the same way, each alone and in combinations, in both dtypes with dropout on;
+K, V or gate biases, an LM head without bias) are checked the same way, each alone and in combinations, in both dtypes with dropout on;
 for sparse experts the training loss and its gradients include the load-balancing term. The reference's mixture
 of heads and mixture of experts are themselves checked against plain loops over heads, tokens and experts.
 """
@@ -240,6 +240,8 @@ VARIANTS = {
     "moe_top1": dict(MOE, moe_top_k=1),
     "moe_top2": dict(MOE, moe_top_k=2),
     "weight_tying": dict(weight_tying=True),
+    "no_head_bias": dict(lm_head_bias=False),
+    "gpt2_head_tied_no_bias": dict(weight_tying=True, lm_head_bias=False),
     "post_moh": dict(c_sequence="post", c_attention="moh"),
     "post_moe_top1_tied": dict(MOE, c_sequence="post", moe_top_k=1, weight_tying=True),
     "moh_moe_top2_tied": dict(MOE, c_attention="moh", moe_top_k=2, weight_tying=True),

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from littlebaby.errors import BabyError
-from littlebaby.tokenizers import BPETokenizer, load_tokenizer, tokenizer_from_dict, train_tokenizer
+from littlebaby.tokenizers import (BPETokenizer, GPT2Tokenizer, load_tokenizer, tokenizer_from_dict,
+                                   train_tokenizer)
 from littlebaby.tokenizers.bpe import learn_merges, merge_pair, split_text
 
 SAMPLE = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind to suffer — ça va? 日本語 🙂\n"
@@ -312,3 +313,50 @@ def test_char_file_duplicates_and_multichar_refused():
         tokenizer_from_dict({**good, "chars": ["\ud800"]})
     with pytest.raises(BabyError, match="empty"):
         tokenizer_from_dict({**good, "chars": []})
+
+
+# --- GPT-2's byte-level BPE (imported, not trained: built here by hand) ----------------------------------------
+
+def small_gpt2_tokenizer():
+    """Bytes in reversed id order, then "Ġt", "he", "Ġthe" (merge ranks 0..2), then <|endoftext|>."""
+    from littlebaby.tokenizers.gpt2 import token_text
+    tokens = [token_text(bytes([b])) for b in reversed(range(256))] + ["Ġt", "he", "Ġthe", "<|endoftext|>"]
+    ids = {t: i for i, t in enumerate(tokens)}
+    merges = [(ids["Ġ"], ids["t"]), (ids["h"], ids["e"]), (ids["Ġt"], ids["he"])]
+    return GPT2Tokenizer(tokens, merges, [259])
+
+
+def test_gpt2_tokenizer_merges_by_rank_and_keeps_special_tokens_whole(tmp_path):
+    tok = small_gpt2_tokenizer()
+    assert tok.encode(" the").tolist() == [258]                    # " t" + "he" -> " the"
+    assert tok.encode("the<|endoftext|> the").tolist() == [255 - ord("t"), 257, 259, 258]
+    assert tok.decode(tok.encode("a<|endoftext|>é 😀")) == "a<|endoftext|>é 😀"
+    tok.save(tmp_path / "t.json")
+    again = load_tokenizer(tmp_path / "t.json")
+    assert again.kind == "gpt2" and again.encode(" the other").tolist() == tok.encode(" the other").tolist()
+
+
+@FAST
+@given(st.text(max_size=40))
+def test_gpt2_tokenizer_round_trips_any_text(text):
+    tok = small_gpt2_tokenizer()
+    assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["tokens"].__setitem__(0, "a b"), "not made of GPT-2's byte characters"),
+    (lambda d: d["merges"].append([0, 1]), "which is not a token"),
+    (lambda d: d["tokens"].__setitem__(255, "ĀĀ"), "lacks tokens for 1 of the 256 bytes"),   # byte 0 gone
+    (lambda d: d["tokens"].__setitem__(256, "Ā"), "two tokens stand for the same bytes"),
+    (lambda d: d["merges"].append([1]), "pair of token ids"),
+])
+def test_gpt2_tokenizer_files_are_checked(tmp_path, change, message):
+    data = small_gpt2_tokenizer().to_dict()
+    change(data)
+    with pytest.raises(BabyError, match=message):
+        tokenizer_from_dict(data)
+
+
+def test_a_gpt2_tokenizer_is_not_trained_here():
+    with pytest.raises(BabyError, match="baby import-hf"):
+        train_tokenizer("gpt2", "text")

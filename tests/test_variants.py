@@ -171,6 +171,18 @@ def test_weight_tying_shares_one_array():
     assert num_params(gpt.config) == num_params(Config(**SHAPE)) - 12 * 11
 
 
+def test_a_head_without_bias_has_no_bias_and_computes_x_at_the_head():
+    gpt = GPT(Config(**SHAPE, weight_tying=True, lm_head_bias=False, dtype="float64"))
+    assert "lm_head.b" not in gpt.params
+    assert num_params(gpt.config) == num_params(Config(**SHAPE)) - 12 * 11 - 11
+    with_bias = GPT.from_params(Config(**SHAPE, weight_tying=True, dtype="float64"),
+                                {**gpt.params, "lm_head.b": np.zeros(11)})
+    idx = np.random.default_rng(0).integers(0, 11, (2, 8))
+    np.testing.assert_array_equal(gpt.forward(idx), with_bias.forward(idx))   # x @ head + 0 is x @ head
+    gpt.grow_vocab(13, np.random.default_rng(1))
+    assert "lm_head.b" not in gpt.params and gpt.forward(idx).shape == (2, 8, 13)
+
+
 @pytest.mark.parametrize("data, message", [
     ({"c_sequence": "middle"}, "'c_sequence' must be of type 'pre' | 'post'"),
     ({"c_network": "moe", "moe_top_k": 5}, "moe_top_k (5) must be between 0"),

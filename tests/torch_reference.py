@@ -22,6 +22,7 @@ The architecture switches (``littlebaby.model.Config``'s names; the defaults giv
 - ``weight_tying``: the head is ``x @ wte.T + lm_head.b`` and there is no ``lm_head.w``.
 - ``qkv_bias`` off: Q, K and V are ``h @ w_qkv`` with no ``b_qkv``; ``gate_bias`` off: the gates of mixture of
   heads and of experts are ``h @ w_gate`` with no ``b_gate``. Both off is the original notebook's layout.
+- ``lm_head_bias``: False drops ``lm_head.b``, the head is ``x @ head`` (GPT-2's head, with weight tying).
 
 Dropout follows our convention exactly so that the two models can share masks: for each block, in order, a
 mask for the attention weights (B, NH, T, T), one after the attention (B, T, C) and one after the MLP or the
@@ -77,6 +78,7 @@ class Variant:
     weight_tying: bool = False     # the head reuses wte (transposed)
     qkv_bias: bool = True          # Q, K, V have the bias b_qkv
     gate_bias: bool = True         # the gates (mixture of heads, of experts) have the bias b_gate
+    lm_head_bias: bool = True      # the head adds lm_head.b
 
     @classmethod
     def of(cls, cfg) -> "Variant":
@@ -118,7 +120,8 @@ def expected_param_shapes(cfg: ModelShape) -> dict[str, tuple[int, ...]]:
     shapes.update({"ln_f.w": (C,), "ln_f.b": (C,)})
     if not variant.weight_tying:
         shapes["lm_head.w"] = (C, V)
-    shapes["lm_head.b"] = (V,)
+    if variant.lm_head_bias:
+        shapes["lm_head.b"] = (V,)
     return shapes
 
 
@@ -304,7 +307,8 @@ class TorchGPT:
             aux = aux + block_aux
         x = layer_norm(x, self.params["ln_f.w"], self.params["ln_f.b"])  # (B, T, C)
         head = self.params["wte"].T if self.variant.weight_tying else self.params["lm_head.w"]  # (C, V)
-        return x @ head + self.params["lm_head.b"], aux  # (B, T, V)
+        logits = x @ head  # (B, T, V)
+        return (logits + self.params["lm_head.b"] if self.variant.lm_head_bias else logits), aux
 
     def forward(self, idx, mask_rng: np.random.Generator | None = None) -> Tensor:
         """Token ids (B, T) -> logits (B, T, V). Dropout only when ``mask_rng`` is given and p > 0."""

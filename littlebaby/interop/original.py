@@ -27,7 +27,7 @@ import numpy as np
 from littlebaby.data import read_text
 from littlebaby.errors import BabyError
 from littlebaby.model import Config, num_params, param_shapes
-from littlebaby.runs import read_json
+from littlebaby.files import read_json
 from littlebaby.tokenizers.base import require_str
 
 SETTINGS = ("c_sequence", "c_attention", "c_network", "n_ctx", "n_emb", "dropout", "head_size", "n_heads",

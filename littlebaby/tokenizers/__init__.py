@@ -6,6 +6,8 @@ Two kinds share one base class (``Tokenizer``, in base.py):
   but it cannot encode a character it never saw.
 - ``BPETokenizer`` (bpe.py): byte-level byte-pair encoding. 256 byte tokens plus learned merges; encodes any
   text, shorter sequences, bigger vocabulary.
+- ``GPT2Tokenizer`` (gpt2.py): GPT-2's byte-level BPE as Hugging Face stores it, read by ``baby import-hf``;
+  it is imported, never trained here.
 
     tok = train_tokenizer("char", text)            # or train_tokenizer("bpe", text, vocab_size=512)
     ids = tok.encode(text); text = tok.decode(ids)
@@ -17,8 +19,10 @@ from littlebaby.files import read_json
 from littlebaby.tokenizers.base import FORMAT_VERSION, StreamDecoder, Tokenizer
 from littlebaby.tokenizers.bpe import BPETokenizer
 from littlebaby.tokenizers.char import CharTokenizer
+from littlebaby.tokenizers.gpt2 import GPT2Tokenizer
 
-KINDS = {"char": CharTokenizer, "bpe": BPETokenizer}
+KINDS = {"char": CharTokenizer, "bpe": BPETokenizer, "gpt2": GPT2Tokenizer}
+TRAINABLE = ("char", "bpe")
 
 
 def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:
@@ -33,7 +37,10 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
         return CharTokenizer.train(text)
     if kind == "bpe":
         return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size)
-    raise BabyError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(repr(k) for k in KINDS)}")
+    if kind == "gpt2":
+        raise BabyError("a gpt2 tokenizer comes with a model imported by `baby import-hf`; it is not trained here: "
+                        "use --tokenizer char or bpe")
+    raise BabyError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(repr(k) for k in TRAINABLE)}")
 
 
 def tokenizer_from_dict(data) -> Tokenizer:
@@ -61,6 +68,7 @@ __all__ = [
     "Tokenizer",
     "CharTokenizer",
     "BPETokenizer",
+    "GPT2Tokenizer",
     "StreamDecoder",
     "train_tokenizer",
     "load_tokenizer",
