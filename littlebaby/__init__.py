@@ -3,9 +3,9 @@
 Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby.model`` ->
 ``littlebaby.optim`` -> ``littlebaby.train`` -> ``littlebaby.generate``.
 
-The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only. The workflow
-functions below mirror the ``baby`` commands. Note that ``littlebaby.train`` and ``littlebaby.generate`` are these
-functions; their modules are reached with ``from littlebaby.train import ...``.
+The core (``nn``, ``model``, ``optim``, ``kvcache``, ``decode``) imports NumPy and the standard library only. The
+workflow functions below mirror the ``baby`` commands. Note that ``littlebaby.train`` and ``littlebaby.generate``
+are these functions; their modules are reached with ``from littlebaby.train import ...``.
 """
 
 __version__ = "0.1.0"

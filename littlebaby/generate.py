@@ -1,22 +1,115 @@
 """Sampling text from a trained GPT: temperature, top-k, top-p, a batch of samples at once, streamed.
 
-The loop asks a *stepper* (littlebaby/kvcache.py) for the next-token logits of every sequence in the batch:
-``CachedStepper`` prefills the prompt once and then feeds the model one token a step through the KV cache;
+The loop asks a *stepper* for the next-token logits of every sequence in the batch: ``CachedStepper`` prefills
+the prompt once and then feeds the model one token a step through the KV cache (littlebaby/kvcache.py);
 ``UncachedStepper`` (``--no-cache``) recomputes the same window from scratch every step. Both show the model the
-same tokens, so they give the same text.
+same tokens, so they give the same text. How a cached step computes is a *decode*, chosen in ``make_stepper``:
+the general forward (``GeneralDecode``, the plain twin, and what runs on a GPU) or the NumPy fast path
+(littlebaby/decode.py).
 """
 
 import math
 
 import numpy as np
 
+from littlebaby.decode import NumpyDecode
 from littlebaby.errors import BabyError
-from littlebaby.kvcache import CachedStepper, UncachedStepper
+from littlebaby.kvcache import KVCache, window_start
+from littlebaby.model import gpt_forward
+from littlebaby.nn.backend import array_module, to_host
 
 
 def make_stepper(gpt, use_cache=True):
-    """The stepper for generation: with the KV cache (O(context) per token) or without (O(context^2))."""
-    return CachedStepper(gpt) if use_cache else UncachedStepper(gpt)
+    """The stepper for generation, and for a cached one how it computes; decided here and nowhere else:
+
+        use_cache=False        UncachedStepper, the window recomputed at every step (O(context^2) per token)
+        parameters on a GPU    the general forward with the KV cache (what the fast path saves is NumPy's cost
+                               per call, which a GPU does not pay the same way)
+        otherwise              the NumPy fast path"""
+    if not use_cache:
+        return UncachedStepper(gpt)
+    if array_module(gpt.params["wte"]) is not np:
+        return CachedStepper(gpt, GeneralDecode)
+    return CachedStepper(gpt, NumpyDecode)
+
+
+class GeneralDecode:
+    """The general forward as a cached step: idx (B, T) new tokens -> logits (B, V) after the last of them,
+    through ``gpt_forward`` with the KV cache, on whatever device holds the parameters. The plain twin of the
+    fast paths (littlebaby/decode.py), which compute the same logits."""
+
+    def __init__(self, params, config):
+        self.params, self.config = params, config
+
+    def __call__(self, idx, kv_cache):
+        logits, _ = gpt_forward(self.params, self.config, idx, kv_cache=kv_cache)  # (B, T, V)
+        return to_host(logits[:, -1])                               # (B, V) on the host, for sampling
+
+
+class CachedStepper:
+    """Next-token logits for a batch of sequences, feeding the model only the new token at each step.
+
+    ``decode`` is how new tokens become logits: made from (params, config) when a generation starts, then called
+    with (idx (B, T), kv_cache) -> logits (B, V), writing the tokens' keys and values and advancing the cache.
+    ``GeneralDecode`` by default; ``make_stepper`` picks the fastest that runs."""
+
+    def __init__(self, gpt, decode=GeneralDecode):
+        self.gpt = gpt
+        self.make_decode = decode
+        self.decode = None      # made by start: the parameters are read once per generation
+        self.cache = None
+        self.tokens = None      # (B, n) every token so far
+        self.window = 0         # window_start of the tokens the cache holds
+
+    def start(self, ids):
+        """ids (B, T0) the prompts -> logits (B, V) for the token after them (one prefill pass)."""
+        self.tokens = as_batch(ids)                                 # (B, T0)
+        self.cache = KVCache(self.gpt.config, self.tokens.shape[0], array_module(self.gpt.params["wte"]))
+        self.decode = self.make_decode(self.gpt.params, self.gpt.config)
+        return self._prefill()
+
+    def push(self, new_ids):
+        """new_ids (B,) one token per sequence -> logits (B, V) for the token after it."""
+        self.tokens = appended(self.tokens, new_ids)                # (B, n)
+        if window_start(self.tokens.shape[1], self.gpt.config.n_ctx) != self.window:
+            return self._prefill()  # the window jumped: recompute the cache for its tokens
+        return self.decode(self.tokens[:, -1:], self.cache)         # (B, V)
+
+    def _prefill(self):
+        self.window = window_start(self.tokens.shape[1], self.gpt.config.n_ctx)
+        self.cache.reset()
+        return self.decode(self.tokens[:, self.window:], self.cache)  # (B, V)
+
+
+class UncachedStepper:
+    """The plain twin: the same window, recomputed from scratch at every step (cost grows with the window)."""
+
+    def __init__(self, gpt):
+        self.gpt = gpt
+        self.tokens = None      # (B, n) every token so far
+
+    def start(self, ids):
+        self.tokens = as_batch(ids)                                 # (B, T0)
+        return self._logits()
+
+    def push(self, new_ids):
+        self.tokens = appended(self.tokens, new_ids)                # (B, n)
+        return self._logits()
+
+    def _logits(self):
+        window = self.tokens[:, window_start(self.tokens.shape[1], self.gpt.config.n_ctx):]  # (B, <= n_ctx)
+        return to_host(self.gpt.forward(window)[:, -1])             # (B, V) on the host, for sampling
+
+
+def as_batch(ids):
+    """Prompts as token ids (B, T0) int64 on the host."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids.reshape(len(ids), -1)                                # (B, T0)
+
+
+def appended(tokens, new_ids):
+    """tokens (B, n), new_ids (B,) -> (B, n + 1)."""
+    return np.concatenate([tokens, np.asarray(new_ids, np.int64).reshape(-1, 1)], axis=1)  # (B, n + 1)
 
 
 def check_settings(max_tokens, temperature, top_k, top_p):
