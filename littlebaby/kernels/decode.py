@@ -15,8 +15,8 @@ What makes it fast. Each product is a loop over the input channels whose inner l
 row of the weights (stored (in, out)), for every row of the batch while that weight row is in cache; LLVM
 vectorizes the inner loop, and four input channels are taken together so that each pass over the output row
 does four multiply-adds. The last block computes keys and values for every new token but everything after
-attention for the last token only, since nothing else reads it. Exponentials and tanh are the library's, exact
-to rounding; no fastmath flag assumes that NaN or inf cannot occur.
+attention for the last token only, since nothing else reads it. In float32 the exponentials (softmax, GELU)
+are computed by ``exp_inplace`` in a form LLVM vectorizes, within 2 ulp; in float64 they are the library's.
 """
 
 import math
@@ -31,7 +31,9 @@ from littlebaby.model import GPT, Config
 from littlebaby.nn.gelu import COEFF, SQRT_2_OVER_PI
 from littlebaby.nn.layernorm import EPS
 
-jit = numba.njit(cache=True, nogil=True)  # compiled once, kept in __pycache__; releases the GIL
+# compiled once and kept in __pycache__; releases the GIL; "contract" lets a multiply and an add become one fused
+# multiply-add (one rounding instead of two), about 8% faster here. No flag assumes away NaN or inf.
+jit = numba.njit(cache=True, nogil=True, fastmath={"contract"})
 LN2 = math.log(2.0)
 LN2_HIGH = 0.693359375       # ln 2 in 10 bits: k * LN2_HIGH is exact in float32 for |k| < 2^14
 LN2_LOW = LN2 - LN2_HIGH     # the rest, -2.12e-4
@@ -67,6 +69,9 @@ class NumbaDecode:
 
     def __call__(self, idx, kv_cache):
         B, T = idx.shape
+        if kv_cache.buffer.shape[:2] != (len(self.weights[2]), B) or kv_cache.length + T > kv_cache.n_ctx:
+            raise ValueError(f"a KV cache {kv_cache.buffer.shape} at {kv_cache.length} cannot take {T} more "
+                             f"tokens of {B} sequences")  # the kernel does not check its indices
         logits = np.empty((B, self.vocab_size), self.dtype)         # (B, V)
         decode_tokens(np.ascontiguousarray(idx, dtype=np.int64), kv_cache.length, *self.weights, self.n_heads,
                       self.pre_norm, kv_cache.buffer, logits)
