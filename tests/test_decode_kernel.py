@@ -63,6 +63,18 @@ def test_a_nan_in_the_weights_reaches_the_logits():
     assert np.isnan(plain[:, -1]).all() and np.isnan(compiled).all()
 
 
+def test_the_kernel_refuses_what_would_read_or_write_outside_its_arrays():
+    gpt = GPT(Config(**TINY), seed=0)
+    compiled, cache = kernel.NumbaDecode(gpt.params, gpt.config), KVCache(gpt.config, 2)
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        compiled(np.array([[1], [11]]), cache)
+    with pytest.raises(ValueError, match="cannot take"):
+        compiled(np.zeros((3, 1), dtype=np.int64), cache)        # a cache made for 2 sequences
+    with pytest.raises(ValueError, match="cannot take"):
+        compiled(np.zeros((2, 9), dtype=np.int64), cache)        # more than n_ctx = 8 positions
+    assert cache.length == 0
+
+
 def test_float32_exp_is_within_two_ulp_and_keeps_inf_and_nan():
     x = np.concatenate([np.linspace(-87.3, 88.3, 400_001), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
     out = x.copy()

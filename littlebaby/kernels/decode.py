@@ -104,6 +104,8 @@ def decode_tokens(ids, start, wte, wpe, w_qkv, b_qkv, w_attn, b_attn, w_fc, b_fc
     bits = np.empty(w_fc.shape[2], np.int32)                        # (F,) scratch for twice_gelu
     for b in range(B):
         for t in range(T):
+            if not 0 <= ids[b, t] < wte.shape[0]:  # the one index that comes from outside
+                raise IndexError("a token id is outside the vocabulary")
             for c in range(C):
                 x[b * T + t, c] = wte[ids[b, t], c] + wpe[start + t, c]
     for layer in range(L):
