@@ -3,7 +3,7 @@
 Reading order for a learner: ``littlebaby.nn`` (the layer pairs) -> ``littlebaby.model`` ->
 ``littlebaby.optim`` -> ``littlebaby.training`` -> ``littlebaby.sampling``.
 
-The core (``nn``, ``model``, ``optim``, ``kvcache``) imports NumPy and the standard library only, and importing
+The core (``nn``, ``model``, ``optim``, ``kvcache``, ``decode``) imports NumPy and the standard library only, and importing
 it imports nothing else: the workflow names below, which mirror the ``baby`` commands and need safetensors, tqdm
 and matplotlib, are loaded on first use (PEP 562). ``import_original`` and ``export_original`` read and
 write the runs of the original The Little Baby notebook (``littlebaby.interop``).

@@ -215,7 +215,7 @@ def gpt_forward(params, config, idx, rng=None, kv_cache=None):
     logits, head_cache = linear_forward(x, head_weight(params, config), head_bias(params, config))  # (B, T, V)
     cache = (tok_cache, pos_cache, block_caches, lnf_cache, head_cache, aux_loss)
     if kv_cache is not None:
-        kv_cache.length += T
+        kv_cache.advance(T)
     return logits, cache
 
 

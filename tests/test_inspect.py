@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from littlebaby.sampling import sample_next
-from littlebaby.kvcache import UncachedStepper, window_start
+from littlebaby.kvcache import window_start
+from littlebaby.sampling import UncachedStepper
 from littlebaby.model import GPT, Config, block_params, gpt_forward
 from littlebaby.nn import layernorm_forward
 from littlebaby.serve.inspect import attention_weights, explain, ranked, sampling_probs, softmax, trace

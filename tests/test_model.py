@@ -197,7 +197,7 @@ class OnlyNumPy(importlib.abc.MetaPathFinder):   # as if nothing but NumPy were 
 
 sys.meta_path.insert(0, OnlyNumPy())
 before = set(sys.modules)
-import littlebaby.model, littlebaby.nn, littlebaby.optim
+import littlebaby.model, littlebaby.nn, littlebaby.optim, littlebaby.kvcache, littlebaby.decode
 from littlebaby.model import GPT, Config
 from littlebaby.optim import AdamW
 gpt = GPT(Config(vocab_size=11, n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=2))
@@ -213,7 +213,7 @@ except ImportError as e:
 print(json.dumps({"loaded": loaded, "workflow": workflow}))
 """
 CORE = {"littlebaby", "littlebaby.config", "littlebaby.errors", "littlebaby.seeds", "littlebaby.model",
-        "littlebaby.optim", "littlebaby.kernels"}   # and littlebaby.nn.*
+        "littlebaby.optim", "littlebaby.kernels", "littlebaby.kvcache", "littlebaby.decode"}   # and littlebaby.nn.*
 
 
 def test_the_core_imports_with_only_numpy_installed():
