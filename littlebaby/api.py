@@ -90,17 +90,18 @@ def resume_run(run, out=".", quiet=False, on_step=None, device=None, threads=Non
 
 
 def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=None, seed=None, cache=True,
-             out=".", stream=None, num_samples=1, device_name="cpu") -> Generation:
+             out=".", stream=None, num_samples=1, device_name="cpu", kernels="auto") -> Generation:
     """Sample from a run; write outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of the settings.
     ``stream`` (e.g. sys.stdout) receives the first sample as it is produced. With num_samples > 1 the samples
     are generated as one batch; ``Generation.texts`` holds them all and the file separates them.
-    ``device_name``: "cpu" or "cuda", where the model runs (sampling itself is on the host)."""
+    ``device_name``: "cpu" or "cuda", where the model runs (sampling itself is on the host). ``kernels``: "auto"
+    (the compiled decode step when numba works), "numba" or "numpy" (littlebaby.sampling.make_stepper)."""
     xp = device.array_module_for(device_name)
     loaded = load_run(run, out)
     loaded.gpt.move_to(xp)
     start = time.perf_counter()
     texts = sample_texts(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
-                         np.random.default_rng(seed), cache, num_samples, stream)
+                         np.random.default_rng(seed), cache, num_samples, stream, kernels)
     seconds = time.perf_counter() - start
     return save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache,
                            device_name)

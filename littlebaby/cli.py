@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="N continuations generated as one batch (1)")
     generate.add_argument("--device", choices=DEVICES, default="cpu",
                           help="cpu (default) or cuda: where the model runs")
+    generate.add_argument("--kernels", choices=("auto", "numpy", "numba"), default="auto",
+                          help="auto (default): the compiled decode step when numba works; numpy: the NumPy "
+                               "layers; the text is the same to float rounding")
     generate.add_argument("--no-cache", action="store_true",
                           help="recompute the context at each step instead of using the KV cache (same text)")
     generate.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
@@ -307,7 +310,7 @@ def main(argv=None) -> int:
             result = api.generate(args.run, prompt=prompt, max_tokens=args.max_tokens,
                                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                   seed=args.seed, cache=not args.no_cache, out=args.out, stream=sys.stdout,
-                                  num_samples=args.num_samples, device_name=args.device)
+                                  num_samples=args.num_samples, device_name=args.device, kernels=args.kernels)
             print(file=sys.stdout)
             for i, text in enumerate(result.texts[1:], start=2):
                 print(f"\n=== sample {i} of {args.num_samples} ===\n{text}", file=sys.stdout)

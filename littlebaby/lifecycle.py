@@ -258,7 +258,7 @@ def save_artifacts(state: RunState, status) -> None:
     if status == "complete" and t.config.completion_tokens:
         rng = seeds.stream(t.config.seed, seeds.Stream.COMPLETION)
         atomic_write_text(paths.completion, sample_text(t.gpt, state.tokenizer, "", t.config.completion_tokens,
-                                                        rng=rng))
+                                                        rng=rng, kernels=t.config.kernels))
 
 
 def data_source(data, path=None) -> tuple[str, pathlib.Path]:

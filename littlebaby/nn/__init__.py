@@ -15,6 +15,7 @@ Dimensions, used in every shape comment of the package (tests/test_docs.py check
     NE number of experts              Fe an expert's hidden width, moe_expansion * C
     M  tokens routed to one expert    U  distinct token ids in a batch
     T0 tokens of a prompt             n  tokens so far in generation, or a count the comment names
+    R  runs of consecutive code points (tokenizers/unicode_classes.py)
 
 Conventions: a forward returns ``(out, cache)``; its backward takes ``(dout, cache)`` and returns the gradient of
 its input first, then one gradient per parameter, named ``d`` + the parameter's name. The cache holds the minimum

@@ -109,7 +109,7 @@ class GPT2Tokenizer(Tokenizer):
                             "byte-level BPE needs them all (train with initial_alphabet=ByteLevel.alphabet())")
         self.byte_ids = [normal[bytes([b])] for b in range(256)]   # byte value -> its token id
         self.merges = [tuple(m) for m in merges]
-        self.ranks = {}                                            # (a, b) -> (rank, merged id)
+        self.ranks = {}                                            # a pair of ids a, b -> (rank, merged id)
         for rank, (a, b) in enumerate(self.merges):
             if not (0 <= a < len(vocab) and 0 <= b < len(vocab)) or a in special_set or b in special_set:
                 raise BabyError(f"gpt2 tokenizer: merge {rank} {[a, b]} names ids that are not normal tokens")
