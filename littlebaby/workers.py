@@ -113,7 +113,11 @@ class Workers:
             from threadpoolctl import threadpool_limits
             self._limit = threadpool_limits(limits=self.blas_threads, user_api="blas")  # forked workers inherit it
         if self.n > 1:
-            self._start_children()
+            try:
+                self._start_children()
+            except BaseException:   # a fork refused (out of memory, too many processes): stop the ones started
+                self.close()
+                raise
         return self
 
     def __exit__(self, *exc):
@@ -149,7 +153,11 @@ class Workers:
             reply_read, reply_write = os.pipe()
             with warnings.catch_warnings():  # Python 3.12+ warns of forking a process with threads (BLAS's):
                 warnings.simplefilter("ignore", DeprecationWarning)  # the child only computes, holding no lock
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as e:   # out of memory or of processes
+                    raise BabyError(f"cannot start worker process {w} of {self.n - 1} ({e}); train on fewer "
+                                    f"cores with `threads=1`") from None
             if pid == 0:                                            # the worker process
                 os.close(command_write)
                 os.close(reply_read)

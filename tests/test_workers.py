@@ -126,3 +126,24 @@ def test_a_worker_error_reaches_the_caller():
     with Workers(gpt, 2, [np.random.default_rng(w) for w in range(2)], batch_rows=5) as workers:
         with pytest.raises(BabyError, match="targets holds token ids outside"):
             workers.loss_and_grads(idx, targets)
+
+
+@needs_fork
+def test_a_refused_fork_is_a_clear_error_and_leaves_no_worker(monkeypatch):
+    gpt = GPT(Config(**CONFIG, dropout=0.0), seed=0)
+    started = []
+    real_fork = os.fork
+
+    def fork_once():   # the first worker starts, the second is refused
+        if started:
+            raise OSError(12, "Cannot allocate memory")
+        started.append(real_fork())
+        return started[-1]
+
+    monkeypatch.setattr(os, "fork", fork_once)
+    workers = Workers(gpt, 3, [np.random.default_rng(w) for w in range(3)], batch_rows=5)
+    with pytest.raises(BabyError, match="cannot start worker process 2 of 2 .*Cannot allocate memory.*threads=1"):
+        workers.__enter__()
+    assert workers.children == [] and started and started[0] > 0
+    with pytest.raises(ChildProcessError):   # the worker that did start was stopped and reaped
+        os.waitpid(started[0], os.WNOHANG)
