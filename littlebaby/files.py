@@ -28,21 +28,8 @@ def atomic_file(path):
     file as it was, and raises a WriteError saying what to do; so does any other OSError in the block. SIGKILL
     mid-write can leave only a hidden ``.name.*.tmp`` file behind, never a half-written ``name``.
     """
-    path = pathlib.Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise WriteError(write_error_message(path, e)) from None
-    finally:
-        if tmp is not None:
-            pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 @contextlib.contextmanager
@@ -63,7 +50,7 @@ def atomic_path(path):
         raise WriteError(write_error_message(path, e)) from None
     finally:
         if tmp is not None:
-            pathlib.Path(tmp).unlink(missing_ok=True)
+            pathlib.Path(tmp).unlink(missing_ok=True)   # gone already after the rename
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
