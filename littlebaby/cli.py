@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN", help="continue a stopped run where it stopped, with its own "
                        "settings; only --device, --threads and --kernels may change")
     train.add_argument("--workers", type=int, default=1, metavar="K",
-                       help="train as K MPI ranks of one BLAS thread each (needs the mpi extra); "
-                            "docs/PERFORMANCE.md measures what it gains")
+                       help="train as K MPI ranks started here by mpiexec (needs the mpi extra); on one "
+                            "machine the default already trains on every core, see --threads")
 
     finetune = commands.add_parser("finetune", help="train a run further on new text, as RUN_finetuned",
                                    description="Continue training a run on new text; writes <guid>_finetuned "
