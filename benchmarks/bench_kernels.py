@@ -60,7 +60,8 @@ def layer_cases(name):
     y = np.empty((B, T, NH, hs), np.float32).transpose(0, 2, 1, 3)  # (B, NH, T, hs) a view
     grads = [np.empty_like(q) for _ in range(3)]
     params = {f"w{i}": rng.standard_normal((C, 4 * C), dtype=np.float32) for i in range(8)}
-    opt = AdamW(params)
+    param_grads = {name: rng.standard_normal(a.shape, dtype=np.float32) for name, a in params.items()}
+    opt = AdamW(params)                 # gradients apart from the weights: aliased arrays defeat vectorizing
 
     def gelu_both():
         out, cache = gelu.gelu_forward(h)
@@ -76,7 +77,7 @@ def layer_cases(name):
 
     return [(f"GELU (B, T, F) = {h.shape}", gelu_both), (f"LayerNorm (B, T, C) = {x.shape}", layernorm_both),
             (f"attention heads (B, NH, T, hs) = {q.shape}" + (f", dropout {p}" if p else ""), attention_both),
-            (f"AdamW, {sum(a.size for a in params.values()):,} parameters", lambda: opt.step(params, params))]
+            (f"AdamW, {sum(a.size for a in params.values()):,} parameters", lambda: opt.step(params, param_grads))]
 
 
 def bench_layers(names, repeats):
