@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_train import CONFIGS  # noqa: E402
 from littlebaby import kernels  # noqa: E402
 from littlebaby.model import GPT, Config  # noqa: E402
+from littlebaby.nn.backend import COMPILED_TWINS  # noqa: E402
 from littlebaby.nn import attention, gelu, layernorm  # noqa: E402
 from littlebaby.nn.dropout import dropout_mask  # noqa: E402
 from littlebaby.optim import AdamW  # noqa: E402
@@ -126,12 +127,58 @@ def bench_workers(name, steps):
             f"({processes / alone:.2f}x) |")
 
 
+KERNEL_GROUPS = {"GELU": ("gelu_forward", "gelu_backward"),
+                 "LayerNorm": ("layernorm_forward", "layernorm_backward"),
+                 "attention softmax": ("causal_softmax_forward", "causal_softmax_backward"),
+                 "AdamW": ("adamw_update",)}
+
+
+def bench_step_without(name, steps):
+    """A worker's share of a train step (half the batch's forward + backward, then AdamW), every kernel in
+    use, against the same step with one kernel group at a time back on NumPy: median ms, the variants taking
+    turns. A layer timed alone (the first table) can mislead: its arrays then meet the allocator and caches
+    in another state than inside a step."""
+    cfg = Config(vocab_size=65, dtype="float32", **CONFIGS[name])
+    gpt = GPT(cfg, seed=0)
+    opt = AdamW(gpt.params)
+    rng = np.random.default_rng(0)
+    half = cfg.batch_size // 2
+    idx, targets = rng.integers(0, 65, (half, cfg.n_ctx)), rng.integers(0, 65, (half, cfg.n_ctx))
+
+    def share_of_step():
+        loss, grads = gpt.loss_and_grads(idx, targets, rng)
+        opt.step(gpt.params, grads, 1e-6)
+
+    with kernels.using("numba"), threadpool_limits(limits=1, user_api="blas"):
+        every = dict(COMPILED_TWINS)
+        variants = {"all kernels": every, "numpy layers": {}}
+        variants.update({f"{group} on NumPy": {k: v for k, v in every.items() if k not in layers}
+                         for group, layers in KERNEL_GROUPS.items()})
+        times = {label: [] for label in variants}
+        for step in range(steps):
+            order = list(variants.items())
+            for label, twins in order[step % len(order):] + order[:step % len(order)]:
+                COMPILED_TWINS.clear()
+                COMPILED_TWINS.update(twins)
+                share_of_step()                                     # once untimed: this variant's caches
+                start = time.perf_counter()
+                share_of_step()
+                times[label].append(time.perf_counter() - start)
+        COMPILED_TWINS.clear()
+        COMPILED_TWINS.update(every)
+    base = statistics.median(times["all kernels"])
+    cells = [f"{base * 1e3:.1f}"] + [f"{statistics.median(t) * 1e3:.1f} ({statistics.median(t) / base - 1:+.0%})"
+                                      for label, t in times.items() if label != "all kernels"]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="S,M,L")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--steps", type=int, default=10, help="timed steps of the workers comparison")
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--step-rounds", type=int, default=12, help="rounds of the in-step comparison (L: a quarter)")
     args = parser.parse_args(argv)
     names = [n.strip().upper() for n in args.configs.split(",") if n.strip()]
     print(f"CPU: {cpu_description()}, {os.cpu_count()} CPUs; numpy {np.__version__}; "
@@ -143,6 +190,13 @@ def main(argv=None):
         for name in names:
             if name != "L":
                 print(bench_workers(name, args.steps), flush=True)
+    print("\na worker's share of a train step (half the batch, forward + backward + AdamW), median ms, one BLAS "
+          "thread;\nthen with every layer on NumPy, and with one kernel at a time on NumPy (the cost of doing without it):\n")
+    print("| config | all kernels | numpy layers | " + " | ".join(f"{g} on NumPy" for g in KERNEL_GROUPS) + " |")
+    print("|" + "---|" * (3 + len(KERNEL_GROUPS)))
+    for name in names:
+        print(bench_step_without(name, args.step_rounds if name != "L" else max(2, args.step_rounds // 4)),
+              flush=True)
 
 
 if __name__ == "__main__":

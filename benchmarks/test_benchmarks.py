@@ -88,3 +88,24 @@ def test_data_parallel_threads_give_the_full_batch_gradients():
     assert parallel_loss == pytest.approx(loss, rel=1e-12)
     for name, g in grads.items():
         assert np.max(np.abs(parallel_grads[name] - g)) <= 1e-12 * np.max(np.abs(g)), name
+
+
+def test_the_in_step_kernel_comparison_runs_each_variant_and_puts_the_kernels_back(monkeypatch):
+    import bench_kernels
+    from littlebaby import kernels
+    from littlebaby.nn.backend import COMPILED_TWINS
+    monkeypatch.setitem(bench_kernels.CONFIGS, "tiny", dict(n_ctx=8, n_emb=16, head_size=16, n_heads=4,
+                                                            n_layers=2, batch_size=4, dropout=0.1))
+    seen = []
+    real_step = GPT.loss_and_grads
+    monkeypatch.setattr(GPT, "loss_and_grads", lambda self, *a: seen.append(frozenset(COMPILED_TWINS)) or
+                        real_step(self, *a))
+    with kernels.using("numba"):
+        before = dict(COMPILED_TWINS)
+        row = bench_kernels.bench_step_without("tiny", steps=1)
+        assert COMPILED_TWINS == before
+    cells = row.strip("|").split("|")
+    assert len(cells) == 3 + len(bench_kernels.KERNEL_GROUPS)
+    every = frozenset(before)
+    expected = {every, frozenset()} | {every - set(layers) for layers in bench_kernels.KERNEL_GROUPS.values()}
+    assert set(seen) == expected and len(seen) == 2 * len(expected)   # each variant: one untimed, one timed step
