@@ -1,6 +1,7 @@
 """Data parallelism on one machine with threads: each worker thread runs forward and backward on its slice of
-the batch, and the gradients are averaged, weighted by slice size. A prototype for ``littlebaby`` (see
-docs/PERFORMANCE.md), kept here with its benchmark until it moves into the package.
+the batch, and the gradients are averaged, weighted by slice size. The prototype of data parallelism in
+``littlebaby``; the package trains with worker processes instead (``littlebaby/workers.py`` says why, and
+``benchmarks/bench_kernels.py`` times threads against processes), and this benchmark keeps the threads to compare.
 
 Why threads, not processes: NumPy releases the GIL inside ufunc loops and BLAS calls, which is where a train
 step spends its time, so two threads run two halves of the batch on two cores without copying parameters or
