@@ -27,7 +27,7 @@ from littlebaby import device  # noqa: E402
 from littlebaby.model import GPT, Config, flops_per_token  # noqa: E402
 from littlebaby.optim import AdamW  # noqa: E402
 
-CPU_L_TOKENS_PER_S = 2385   # docs/PERFORMANCE.md, bench_train.py on the 2-core machine, L with 1 worker
+CPU_L_TOKENS_PER_S = 2037   # docs/PERFORMANCE.md: bench_train.py, L as `baby train` runs it on the 2-core Zen 4
 
 
 def step_seconds(xp, cfg, steps, warmup, seed=0):

@@ -1,7 +1,7 @@
 """Each compiled kernel against its NumPy twin, and worker processes against threads, on the shapes of a
 worker's share of S, M and L: what each of the default path's tricks buys.
 
-    python benchmarks/bench_kernels.py                  # kernels at S, M and L shapes, then workers: ~2 min
+    python benchmarks/bench_kernels.py                  # kernels at S, M and L shapes, workers, in-step: ~6 min
     python benchmarks/bench_kernels.py --skip-workers
 
 Kernels: CPU time of the calling thread (``time.thread_time``, BLAS limited to one thread, which is how every

@@ -137,7 +137,7 @@ def import_original(path, out=".", corpus=None, dtype="float32") -> Run:
     before anything is written. See docs/IMPORT.md."""
     from littlebaby.interop import original   # the format code lives outside the core and the workflow
     if dtype not in ("float32", "float64"):
-        raise BabyError(f"--dtype must be float32 or float64, got {dtype!r}")
+        raise BabyError(f"`dtype` must be float32 or float64, got {dtype!r}")
     found = original.read_original(path, corpus)
     config, params = original.to_littlebaby(found, dtype)
     gpt = GPT.from_params(config, params)
@@ -171,7 +171,7 @@ def export_original(run, out=".", to="original") -> pathlib.Path:
     loaded = load_run(run, out)
     if loaded.tokenizer.kind != "char":
         raise BabyError(f"run {loaded.guid} uses a {loaded.tokenizer.kind} tokenizer; the original has only the "
-                        f"character tokenizer (train with --tokenizer char)")
+                        f"character tokenizer (train with `tokenizer='char'`)")
     epochs = loaded.record.training.get("epochs")
     settings, tokenizer, items = original.from_littlebaby(loaded.gpt.config, loaded.gpt.params,
                                                           loaded.tokenizer.chars, max(1, math.ceil(epochs or 1)))

@@ -147,7 +147,8 @@ def resume_run(run, out=".", how=None, quiet=False, on_step=None) -> Run:
     record = load_record(out, guid)
     if record.kind == "import":
         raise BabyError(f"run {guid} was imported (from the original notebook or a GPT-2 folder), not trained "
-                        f"here, so there is nothing to resume; to train it further: baby finetune {guid} --data FILE")
+                        f"here, so there is nothing to resume; to train it further, finetune it on new text "
+                        f"(`baby finetune {guid}`, or littlebaby.finetune)")
     tc = dataclasses.replace(TrainConfig.from_dict(record.training), **(how or {}))
     plan = Plan.from_dict(record.plan)
     if not paths.checkpoint.exists():

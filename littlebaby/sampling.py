@@ -19,6 +19,7 @@ from littlebaby.kernels import resolve as resolve_kernels
 from littlebaby.kvcache import KVCache, window_start
 from littlebaby.model import gpt_forward
 from littlebaby.nn.backend import array_module, to_host
+from littlebaby.nn.softmax import softmax_inplace
 
 
 def make_stepper(gpt, use_cache=True, kernels="auto"):
@@ -147,13 +148,13 @@ def appended(tokens, new_ids):
 
 def check_settings(max_tokens, temperature, top_k, top_p):
     if max_tokens < 0:
-        raise BabyError(f"--max-tokens must be 0 or more, got {max_tokens}")
+        raise BabyError(f"`max_tokens` must be 0 or more, got {max_tokens}")
     if not (temperature >= 0 and math.isfinite(temperature)):
-        raise BabyError(f"--temperature must be 0 (greedy) or a positive number, got {temperature}")
+        raise BabyError(f"`temperature` must be 0 (greedy) or a positive number, got {temperature}")
     if top_k is not None and top_k < 1:
-        raise BabyError(f"--top-k must be at least 1, got {top_k}")
+        raise BabyError(f"`top_k` must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
-        raise BabyError(f"--top-p must be in (0, 1], got {top_p}")
+        raise BabyError(f"`top_p` must be in (0, 1], got {top_p}")
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
@@ -166,26 +167,34 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
         return int(sample_next(np.asarray(logits)[None], temperature, top_k, top_p, rng)[0])
     if temperature == 0:
         return np.argmax(logits, axis=-1)                                      # (B,)
-    scaled = np.asarray(logits, dtype=np.float64)                              # (B, V)
+    probs = sampling_weights(logits, temperature, top_k, top_p)               # (B, V)
+    B, V = probs.shape
+    # the draw is scaled by each row's total: after top_p the rows no longer sum to 1
+    cdf = probs.cumsum(axis=-1)                                                # (B, V)
+    u = rng.random(B)[:, None] * cdf[:, -1:]                                   # (B, 1)
+    return np.minimum((cdf <= u).sum(axis=-1), V - 1)                          # (B,) first index with cdf > u
+
+
+def sampling_weights(logits, temperature, top_k=None, top_p=None):
+    """logits (B, V), temperature > 0 -> (B, V) float64: the distribution the next token is drawn from, its
+    dropped tokens at 0. Divide by the temperature, keep the top_k largest, softmax, then keep the smallest set of
+    likeliest tokens whose mass reaches top_p (the rest set to 0, so the rows need not sum to 1 any more)."""
+    scaled = np.array(logits, dtype=np.float64)                                # (B, V) a copy, softmaxed in place
     if temperature != 1.0:
-        scaled = scaled / temperature
-    B, V = scaled.shape
+        scaled /= temperature
+    V = scaled.shape[-1]
     if top_k is not None and top_k < V:
         kth_largest = np.partition(scaled, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
         scaled = np.where(scaled < kth_largest, -np.inf, scaled)              # (B, V)
-    probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))                # (B, V) unnormalised
+    probs = softmax_inplace(scaled)                                            # (B, V) rows sum to 1
     if top_p is not None and top_p < 1:
-        probs /= probs.sum(axis=-1, keepdims=True)
         order = np.argsort(-probs, axis=-1, kind="stable")                    # (B, V) likeliest first
         sorted_probs = np.take_along_axis(probs, order, axis=-1)               # (B, V)
         before = np.cumsum(sorted_probs, axis=-1) - sorted_probs               # (B, V) mass of the likelier ones
         dropped = np.zeros_like(probs, dtype=bool)                             # (B, V)
         np.put_along_axis(dropped, order, before >= top_p, axis=-1)           # the likeliest is always kept
         probs[dropped] = 0.0
-    # the draw is scaled by each row's total, so the probabilities need not be normalised
-    cdf = probs.cumsum(axis=-1)                                                # (B, V)
-    u = rng.random(B)[:, None] * cdf[:, -1:]                                   # (B, 1)
-    return np.minimum((cdf <= u).sum(axis=-1), V - 1)                          # (B,) first index with cdf > u
+    return probs
 
 
 def sample_ids(gpt, prompt_ids, max_tokens, temperature=1.0, top_k=None, top_p=None, rng=None, use_cache=True,
@@ -223,7 +232,7 @@ def sample_texts(gpt, tokenizer, prompt, max_tokens, temperature=1.0, top_k=None
     The first sample is also written to ``stream`` piece by piece as it is produced."""
     check_settings(max_tokens, temperature, top_k, top_p)
     if num_samples < 1:
-        raise BabyError(f"--num-samples must be at least 1, got {num_samples}")
+        raise BabyError(f"`num_samples` must be at least 1, got {num_samples}")
     rng = np.random.default_rng() if rng is None else rng
     ids = encode_prompt(tokenizer, prompt) if prompt else start_ids(tokenizer)
     decoders = [tokenizer.stream_decoder() for _ in range(num_samples)]

@@ -245,3 +245,27 @@ def test_errors_name_python_keywords_and_the_cli_names_flags():
     assert cli.flag_advice(message, parser) == (
         "pass --overwrite; lower --lr or --n-ctx; --tokenizer bpe; --no-weight-tying; `baby runs` lists them; "
         "`last` is no flag")
+
+
+def test_no_message_of_the_package_names_a_flag_itself():
+    """Every BabyError is raised by code that Python callers use too, so its text names keywords (`top_p`); the
+    CLI alone turns them into flags. A flag written into a message (" --top-p") would speak CLI to Python."""
+    import pathlib
+    import re
+    import littlebaby
+    package = pathlib.Path(littlebaby.__file__).parent
+    raises = re.compile(r"BabyError\((?:[^()]|\([^()]*\))*\)", re.S)        # the call, strings and all
+    offenders = [f"{path.relative_to(package)}: {call[:80]}"
+                 for path in package.rglob("*.py") if path.name != "cli.py"
+                 for call in raises.findall(path.read_text(encoding="utf-8"))
+                 if re.search(r"(?<![\w-])--[a-z]", re.sub(r"`[^`]*`", "", call))]   # `baby ...`: a command, quoted
+    assert offenders == []
+
+
+def test_a_sampling_error_names_the_keyword_in_python_and_the_flag_on_the_command_line(capsys):
+    from littlebaby.errors import BabyError
+    from littlebaby.sampling import check_settings
+    with pytest.raises(BabyError, match="`top_p` must be in"):
+        check_settings(10, 1.0, None, 2.0)
+    assert cli.flag_advice("`top_p` must be in (0, 1], got 2.0", cli.build_parser()) == \
+        "--top-p must be in (0, 1], got 2.0"

@@ -158,7 +158,7 @@ def test_older_layouts_import(fixtures, tmp_path):
 
     (flat / f"config_{guid}.json").unlink()       # the settings now come from the report only
     (flat / f"tokenizer_{guid}.json").unlink()
-    with pytest.raises(BabyError, match="pass --corpus FILE"):
+    with pytest.raises(BabyError, match="pass `corpus='FILE'`"):
         api.import_original(flat / f"model_{guid}.weights", out=tmp_path / "b")
     run = api.import_original(flat / f"model_{guid}.weights", out=tmp_path / "b", corpus=fixtures / "corpus.txt",
                               dtype="float64")

@@ -62,7 +62,7 @@ def export_gguf(run, folder, out=".", overwrite=False) -> pathlib.Path:
     try:
         import gguf
     except ImportError:
-        raise BabyError("--format gguf needs the gguf package: pip install -e \".[gguf]\"") from None
+        raise BabyError("GGUF export needs the gguf package: pip install -e \".[gguf]\"") from None
     from littlebaby.api import load_run
     loaded = load_run(run, out)
     config, params, tok = loaded.gpt.config, loaded.gpt.params, loaded.tokenizer
@@ -71,7 +71,7 @@ def export_gguf(run, folder, out=".", overwrite=False) -> pathlib.Path:
         raise BabyError(f"run {loaded.guid} cannot be exported as GPT-2: {reason}")
     if not isinstance(tok, GPT2Tokenizer):
         raise BabyError(f"run {loaded.guid} has a {tok.kind} tokenizer, whose pre-split is not one of llama.cpp's "
-                        f"built-in ones, so GGUF cannot carry it exactly; export --format hf instead (GGUF needs "
+                        f"built-in ones, so GGUF cannot carry it exactly; export it as a Hugging Face folder instead (GGUF needs "
                         f"GPT-2's tokenizer, as in a run made by baby import-hf)")
     folder = pathlib.Path(folder)
     check_target(folder, overwrite)

@@ -77,10 +77,10 @@ def why_not_gpt2(config, params) -> str | None:
         return "it uses a mixture of experts (c_network = 'moe'); GPT-2 has one MLP per block"
     if config.head_size != config.n_emb:
         return (f"its head_size ({config.head_size}) differs from n_emb ({config.n_emb}); GPT-2's attention is "
-                f"n_emb wide: train with --head-size {config.n_emb}")
+                f"n_emb wide: train with `head_size={config.n_emb}`")
     if config.lm_head_bias and np.any(params["lm_head.b"] != 0):
         return (f"its LM head has a learned bias (largest |b| = {float(np.max(np.abs(params['lm_head.b']))):.3g}), "
-                f"which GPT-2's head has not: train with --no-lm-head-bias")
+                f"which GPT-2's head has not: train with `lm_head_bias=False`")
     return None
 
 
@@ -140,7 +140,7 @@ def check_target(folder, overwrite) -> None:
     if folder.exists() and not folder.is_dir():
         raise BabyError(f"{folder} is a file; give a folder to export into")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise BabyError(f"{folder} is not empty; give a new folder, or pass --overwrite to replace the files "
+        raise BabyError(f"{folder} is not empty; give a new folder, or pass `overwrite=True` to replace the files "
                         f"there")
 
 
@@ -312,7 +312,7 @@ def import_tokenizer(folder, tokenizer_path, config):
     """The folder's tokenizer.json (or ``tokenizer_path``: a tokenizer.json or a littlebaby tokenizer file)."""
     path = pathlib.Path(tokenizer_path) if tokenizer_path else folder / "tokenizer.json"
     if not path.is_file():
-        raise BabyError(f"no tokenizer.json in {folder}; a run needs its tokenizer: pass --tokenizer FILE "
+        raise BabyError(f"no tokenizer.json in {folder}; a run needs its tokenizer: pass `tokenizer='FILE'` "
                         "(a tokenizer.json, or a littlebaby tokenizer_G.json)")
     data = read_json(path, "tokenizer file")
     tok = load_tokenizer(path) if isinstance(data, dict) and "kind" in data else from_tokenizer_json(data, path)

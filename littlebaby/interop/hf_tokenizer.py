@@ -47,7 +47,7 @@ def to_tokenizer_json(tok) -> dict:
             if text in seen:
                 raise BabyError(f"this BPE tokenizer has two tokens for the same bytes (ids {seen[text]} and {i}, "
                                 f"{tok.vocab_bytes[i]!r}); tokenizer.json maps each token to one id, so it cannot "
-                                f"be exported exactly: retrain the tokenizer with another --vocab-size")
+                                f"be exported exactly: retrain the tokenizer with another `vocab_size`")
             seen[text] = i
         pre = {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": split_pattern("onig")}, "behavior": "Isolated", "invert": False},

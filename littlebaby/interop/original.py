@@ -203,11 +203,11 @@ def read_vocab(files, corpus=None) -> list[str]:
     if files.tokenizer is None:
         if corpus is None:
             raise BabyError(f"run {files.guid} has no tokenizer_{files.guid}.json (the original wrote none before "
-                            f"v0.0.5, it rebuilt the vocabulary from the training text): pass --corpus FILE, "
+                            f"v0.0.5, it rebuilt the vocabulary from the training text): pass `corpus='FILE'`, "
                             f"the text it was trained on")
         return sorted(set(read_text(corpus)))
     if corpus is not None:
-        raise BabyError(f"--corpus is for runs without a tokenizer, and {files.tokenizer} is this run's; drop it")
+        raise BabyError(f"`corpus` is for runs without a tokenizer, and {files.tokenizer} is this run's; drop it")
     data = read_small_json(files.tokenizer, "tokenizer of the original")
     vocab = data.get("vocab") if isinstance(data, dict) else None
     if not (isinstance(vocab, list) and vocab and all(isinstance(c, str) and len(c) == 1 for c in vocab)):
@@ -364,7 +364,7 @@ def check_array(key, value, shape, config, run) -> None:
     if value.shape != shape:
         vocab_axis = {"wte_weight": 0, "lm_head_weight": 1, "lm_head_bias": 0}.get(key)
         if vocab_axis is not None and value.ndim == len(shape) and value.shape[vocab_axis] != config.vocab_size:
-            raise BabyError(f"the tokenizer {run.files.tokenizer or '(rebuilt from --corpus)'} has {config.vocab_size}"
+            raise BabyError(f"the tokenizer {run.files.tokenizer or '(rebuilt from `corpus`)'} has {config.vocab_size}"
                             f" characters but {key} in {run.files.model} is for {value.shape[vocab_axis]} tokens "
                             f"{value.shape}; the tokenizer and the model are from different runs")
         raise BabyError(f"{key} in {run.files.model} has shape {value.shape} but {run.files.config} (n_emb "
@@ -414,7 +414,7 @@ def refuse_unmappable(config, params) -> None:
         if leaf in ("attn.b_qkv", "attn.b_gate", "moe.b_gate") and np.any(array != 0):
             what = "Q, K and V" if leaf == "attn.b_qkv" else "gates"
             raise BabyError(f"the run's {what} have biases ({name} is not zero) and the original's {what} have none; "
-                            f"train with --no-qkv-bias --no-gate-bias to make a run the original can read")
+                            f"train with `qkv_bias=False` `gate_bias=False` to make a run the original can read")
 
 
 def write_json(f, items) -> None:

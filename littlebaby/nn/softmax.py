@@ -1,7 +1,7 @@
 """Softmax over the last axis, and its log: the one softmax of the package.
 
 Used by attention (its weights, in place), the gates of mixture of heads and of experts, the cross-entropy loss
-(``log_softmax``), and generation. Derivation: docs/layers/softmax.md.
+(``log_softmax``), and generation (``sampling.sampling_weights``, the distribution a token is drawn from). Derivation: docs/layers/softmax.md.
 """
 
 from functools import lru_cache

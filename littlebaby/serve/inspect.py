@@ -27,6 +27,8 @@ from littlebaby.nn import (
     position_embedding_forward,
     token_embedding_forward,
 )
+from littlebaby.nn.softmax import softmax_inplace
+from littlebaby.sampling import sampling_weights
 
 
 @dataclasses.dataclass
@@ -88,37 +90,19 @@ def logit_lens(params, config, x):
 
 def softmax(logits):
     """logits (..., V) -> probabilities (..., V) in float64, as sampling computes them."""
-    z = np.asarray(logits, dtype=np.float64)                        # (..., V)
-    p = np.exp(z - z.max(axis=-1, keepdims=True))                   # (..., V)
-    return p / p.sum(axis=-1, keepdims=True)
+    return softmax_inplace(np.array(logits, dtype=np.float64))      # (..., V) a copy, softmaxed in place
 
 
 def sampling_probs(logits, temperature=1.0, top_k=None, top_p=None):
-    """logits (V,) -> (V,) float64, the distribution ``generate.sample_next`` draws one token from.
-
-    The same steps in the same order: temperature 0 is greedy (all mass on the first largest logit); else
-    divide by the temperature, keep the top_k largest, softmax, keep the smallest set of likeliest tokens
-    whose mass reaches top_p. sample_next draws from the unnormalised weights; these are normalised.
-    """
+    """logits (V,) -> (V,) float64, the distribution ``sampling.sample_next`` draws one token from: the same
+    function computes it (``sampling.sampling_weights``), normalised here after top_p. Temperature 0 is greedy:
+    all mass on the first largest logit."""
     logits = np.asarray(logits)
-    V = logits.shape[-1]
     if temperature == 0:
-        probs = np.zeros(V)                                         # (V,)
+        probs = np.zeros(logits.shape[-1])                          # (V,)
         probs[np.argmax(logits)] = 1.0
         return probs
-    scaled = np.asarray(logits, dtype=np.float64)                   # (V,)
-    if temperature != 1.0:
-        scaled = scaled / temperature
-    if top_k is not None and top_k < V:
-        kth_largest = np.partition(scaled, -top_k)[-top_k]
-        scaled = np.where(scaled < kth_largest, -np.inf, scaled)    # (V,)
-    probs = np.exp(scaled - scaled.max())                           # (V,) unnormalised
-    if top_p is not None and top_p < 1:
-        probs /= probs.sum()
-        order = np.argsort(-probs, kind="stable")                   # (V,) likeliest first
-        sorted_probs = probs[order]                                 # (V,)
-        before = np.cumsum(sorted_probs) - sorted_probs             # (V,) mass of the likelier ones
-        probs[order[before >= top_p]] = 0.0                         # the likeliest is always kept
+    probs = sampling_weights(logits[None], temperature, top_k, top_p)[0]  # (V,)
     return probs / probs.sum()
 
 

@@ -20,7 +20,7 @@ def bind(host, port) -> socket.socket:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as e:
-        raise BabyError(f"--host {host!r} is not an address or a name this machine can resolve ({e})") from None
+        raise BabyError(f"`host` {host!r} is not an address or a name this machine can resolve ({e})") from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -28,7 +28,7 @@ def bind(host, port) -> socket.socket:
         sock.listen(128)
     except OSError as e:
         sock.close()
-        raise BabyError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port "
+        raise BabyError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another `port` "
                         f"(or stop what uses it)") from None
     sock.set_inheritable(True)
     return sock

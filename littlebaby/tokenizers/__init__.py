@@ -39,7 +39,7 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
         return BPETokenizer.train(text, 512 if vocab_size is None else vocab_size)
     if kind == "gpt2":
         raise BabyError("a gpt2 tokenizer comes with a model imported by `baby import-hf`; it is not trained here: "
-                        "use --tokenizer char or bpe")
+                        "use `tokenizer='char'` or `tokenizer='bpe'`")
     raise BabyError(f"unknown tokenizer kind {kind!r}; choose one of {', '.join(repr(k) for k in TRAINABLE)}")
 
 
