@@ -145,12 +145,16 @@ def test_causal_bias_is_the_mask_as_a_term_to_add():
         assert np.all(bias[~attention.causal_mask(T, S)] == 0)
 
 
-def test_softmax_inplace_matches_the_definition(rng):
-    x = randn(rng, "float64", 4, 6, 9) * 5
+@pytest.mark.parametrize("rows", [4 * 6, softmax.SMALL // 9 + 1])   # both sides of SMALL: both paths
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_softmax_inplace_matches_the_definition(rng, rows, dtype):
+    x = randn(rng, dtype, rows, 9) * 5
     x[..., 3:] = -np.inf
+    x[::2, 1] = 100.0                                               # float32 rows whose exp would overflow unshifted
+    assert (x.size <= softmax.SMALL) == (rows == 24)
     expected = np.exp(x - x.max(axis=-1, keepdims=True))
     expected /= expected.sum(axis=-1, keepdims=True)
-    assert_agree([softmax.softmax_inplace(x.copy())], [expected], "float64", "softmax")
+    assert_agree([softmax.softmax_inplace(x.copy())], [expected], dtype, "softmax")
 
 
 
