@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", choices=DEVICES, default="cpu",
                           help="cpu (default) or cuda: where the model runs")
     generate.add_argument("--kernels", choices=("auto", "numpy", "numba"), default="auto",
-                          help="auto (default): the compiled decode step when numba works; numpy: the NumPy "
+                          help="auto (default): the compiled decode step when numba works (for the pretrained "
+                               "baby, small enough that it starts sooner without: numpy); numpy: the NumPy "
                                "layers; the text is the same to float rounding")
     generate.add_argument("--no-cache", action="store_true",
                           help="recompute the context at each step instead of using the KV cache (same text)")

@@ -267,7 +267,8 @@ def checkpoint_run(state: RunState) -> None:
 
 
 def save_artifacts(state: RunState, status) -> None:
-    """Write the model, report, loss curve and (when complete) the completion."""
+    """Write the model, then (when complete) the completion and the quality figures that read it, then the report
+    and the loss curve."""
     paths, t = state.paths, state.training
     checkpoint.save_model(paths.model, t.gpt.params, t.gpt.config.to_dict(), state.record.guid)
     quality = None
