@@ -88,3 +88,15 @@ def test_data_parallel_threads_give_the_full_batch_gradients():
     assert parallel_loss == pytest.approx(loss, rel=1e-12)
     for name, g in grads.items():
         assert np.max(np.abs(parallel_grads[name] - g)) <= 1e-12 * np.max(np.abs(g)), name
+
+
+def test_ages_writes_its_table_between_the_readme_markers_only():
+    import ages
+    text = f"# T\nbefore\n{ages.AGES_START}\nold table\n{ages.AGES_END}\nafter\n"
+    written = ages.write_between_markers(text, "| new |")
+    assert written == f"# T\nbefore\n{ages.AGES_START}\n| new |\n{ages.AGES_END}\nafter\n"
+    assert ages.write_between_markers(written, "| new |") == written          # run twice: the same README
+    readme = (ages.ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count(ages.AGES_START) == 1 and readme.count(ages.AGES_END) == 1
+    assert ages.one_line("ROMEO:\nWhat | light\n\n  through yonder window breaks, my love, my dear, my own\n") == \
+        "ROMEO: / What \\| light / through yonder window breaks, my ..."
