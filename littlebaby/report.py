@@ -209,7 +209,7 @@ def run_row(out, guid, name, note="") -> tuple:
     summary = (note + f"{record.tokenizer.get('kind', '?')} V={m['vocab_size']} ctx={m['n_ctx']} emb={m['n_emb']} "
                f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else "")
                + (f" imported from {record.source.get('guid', '?')[:8]}" if record.source else "")
-               + (f" age {record.age['name']}" if record.age else ""))
+               + (f" age {record.age.get('name')}" if record.age else ""))
     report_path = RunPaths(pathlib.Path(out), guid).report_json
     steps, val, score = "-", "-", "-"
     if report_path.exists():
@@ -258,10 +258,12 @@ def info_text(run) -> str:
         lines.append(f"the pretrained baby that ships with littlebaby ({run.paths.out})")
     if record.command:
         lines.append(f"command: {record.command} (seed {record.seed})")
-    if record.age:
-        won = "; ".join(f"{key} {v['used']} won over the preset's {v['preset']}"
-                        for key, v in record.age["overridden"].items())
-        lines.append(f"age: {record.age['name']}, {record.age['title']}" + (f" ({won})" if won else ""))
+    if record.age:   # a hand-edited record may lack parts: say what is there
+        overridden = record.age.get("overridden")
+        won = "; ".join(f"{key} {v.get('used')} won over the preset's {v.get('preset')}"
+                        for key, v in (overridden if isinstance(overridden, dict) else {}).items()
+                        if isinstance(v, dict))
+        lines.append(f"age: {record.age.get('name')}, {record.age.get('title')}" + (f" ({won})" if won else ""))
     lines += [f"data: {record.data.get('source')}{sizes}; tokenizer: {record.tokenizer.get('kind')} "
               f"V={gpt.config.vocab_size}", "", "model:"]
     lines += [f"  {key:<15} {value}" for key, value in gpt.config.to_dict().items()]
