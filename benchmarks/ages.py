@@ -13,6 +13,7 @@ AGES_START and AGES_END of README.md.
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from littlebaby import ages, builtin  # noqa: E402
+from littlebaby.report import cpu_name  # noqa: E402
 from littlebaby.runs import RunPaths, run_ids  # noqa: E402
 
 README = ROOT / "README.md"
@@ -132,8 +134,6 @@ def main(argv=None) -> int:
 
 
 def machine() -> str:
-    from littlebaby.report import cpu_name
-    import os
     return f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores"
 
 

@@ -124,10 +124,8 @@ def save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top
                     device_name="cpu", out=".") -> Generation:
     """Write the samples ``texts`` of run ``loaded`` as outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of
     the settings (what ``generate`` and the playground of `baby serve` save): beside the run's own files, or
-    under ``out`` for the pretrained baby, whose files inside the package are never written."""
+    in ``out``/outputs/ for the pretrained baby, whose files inside the package are never written."""
     num_samples = len(texts)
-    if loaded.builtin:
-        make_out_dirs(out)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     paths = loaded.output_paths(out)
     text_path, json_path = paths.generation(stamp)
