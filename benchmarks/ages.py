@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from littlebaby import ages, builtin  # noqa: E402
-from littlebaby.report import cpu_name  # noqa: E402
+from littlebaby.report import cpu_description  # noqa: E402
 from littlebaby.runs import RunPaths, run_ids  # noqa: E402
 
 README = ROOT / "README.md"
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
 
 
 def machine() -> str:
-    return f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores"
+    return f"{cpu_description()}; {len(os.sched_getaffinity(0))} cores"
 
 
 if __name__ == "__main__":
