@@ -97,7 +97,7 @@ def text_bpc(gpt, tokens, tokenizer, batch=32) -> tuple[float, str]:
     T = gpt.config.n_ctx
     n = max(1, (len(tokens) - 1) // T)                                # windows
     ids = np.asarray(tokens[:n * T + 1], dtype=np.int64)
-    x, y = ids[:-1].reshape(n, T), ids[1:].reshape(n, T)              # (n, T) inputs and targets
+    x, y = ids[:-1].reshape(n, T), ids[1:].reshape(n, T)              # (n, T) each: n windows of inputs, targets
     nats = sum(float(gpt.loss(x[i:i + batch], y[i:i + batch])) * len(x[i:i + batch]) * T
                for i in range(0, n, batch))
     text = tokenizer.decode([int(t) for t in y.ravel()])
