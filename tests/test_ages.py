@@ -18,13 +18,16 @@ def test_the_ages_grow_in_size_and_training():
     assert list(table) == ["3m", "6m", "12m", "24m", "48m"]
     assert table["3m"]["title"] == "3 months: coos and gurgles"
     assert table["48m"]["title"] == "48 months: mini philosopher"
-    sizes, tokens = [], []
+    sizes, contexts, compute = [], [], []
     for entry in table.values():
         model, train = api.train_configs(**entry["options"])
         sizes.append(num_params(Config.from_dict({**model.to_dict(), "vocab_size": 70})))
-        tokens.append(train.steps * model.batch_size * model.n_ctx)
+        contexts.append(model.n_ctx)
+        compute.append(sizes[-1] * train.steps * model.batch_size * model.n_ctx)   # parameters x tokens seen
     assert sizes == sorted(sizes) and len(set(sizes)) == 5, sizes
-    assert tokens == sorted(tokens) and len(set(tokens)) == 5, tokens
+    assert contexts == sorted(contexts), contexts
+    # the two oldest take fewer steps (a step costs more), but every age trains with more compute than the last
+    assert compute == sorted(compute) and len(set(compute)) == 5, compute
 
 
 def test_an_unknown_age_is_one_line_naming_the_valid_ones(tmp_path, capsys):
