@@ -109,3 +109,15 @@ def test_the_in_step_kernel_comparison_runs_each_variant_and_puts_the_kernels_ba
     every = frozenset(before)
     expected = {every, frozenset()} | {every - set(layers) for layers in bench_kernels.KERNEL_GROUPS.values()}
     assert set(seen) == expected and len(seen) == 2 * len(expected)   # each variant: one untimed, one timed step
+
+
+def test_ages_writes_its_table_between_the_readme_markers_only():
+    import ages
+    text = f"# T\nbefore\n{ages.AGES_START}\nold table\n{ages.AGES_END}\nafter\n"
+    written = ages.write_between_markers(text, "| new |")
+    assert written == f"# T\nbefore\n{ages.AGES_START}\n| new |\n{ages.AGES_END}\nafter\n"
+    assert ages.write_between_markers(written, "| new |") == written          # run twice: the same README
+    readme = (ages.ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count(ages.AGES_START) == 1 and readme.count(ages.AGES_END) == 1
+    assert ages.one_line("ROMEO:\nWhat | light\n\n  through yonder window breaks, my love, my dear, my own\n") == \
+        "ROMEO: / What \\| light / through yonder window breaks, my ..."

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from littlebaby import checkpoint, device, lifecycle
+from littlebaby import ages, checkpoint, device, lifecycle
 from littlebaby import config as configlib
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_file, atomic_write_json, atomic_write_text, read_json
@@ -34,6 +34,7 @@ from littlebaby.training import HOW_TO_RUN, TrainConfig
 MODEL_KEYS = tuple(f.name for f in configlib.options(Config))       # vocab_size is the tokenizer's
 FINETUNE_MODEL_KEYS = tuple(f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f))
 TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig))
+BUDGET_KEYS = tuple(f.name for f in configlib.options(TrainConfig) if f.metadata["group"] == "budget")
 PARENT_TRAIN_KEYS = tuple(f.name for f in configlib.options(TrainConfig) if not configlib.finetune_sets(TrainConfig, f))
 
 __all__ = ["train", "finetune", "generate", "load_run", "resume_run", "train_configs", "import_original",
@@ -48,10 +49,12 @@ class Generation:
     texts: list                   # every sample, when --num-samples asked for several
 
 
-def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=None, **options) -> Run:
+def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=None, command=None,
+          **options) -> Run:
     """Train a new model on ``data`` (a UTF-8 text file; None: the built-in Shakespeare corpus), or continue
-    the run named by ``resume``. ``config`` is a JSON file or dict of options; keyword options override it.
-    ``on_step(step)`` is called after every optimizer step."""
+    the run named by ``resume``. ``config`` is a JSON file or dict of options; keyword options override it;
+    ``age="24m"`` puts a preset below both (littlebaby.ages). ``on_step(step)`` is called after every optimizer
+    step. ``command``: the command line that asked for the run, recorded in its config (the CLI gives it)."""
     if resume is not None:   # a resume may change how the run runs (the machine moved), not what it trains
         how = {key: options.pop(key, None) for key in HOW_TO_RUN}
         if data is not None or config is not None or any(v is not None for v in options.values()):
@@ -59,27 +62,35 @@ def train(data=None, config=None, out=".", quiet=False, resume=None, on_step=Non
                             f"{', '.join(f'`{key}`' for key in HOW_TO_RUN)} may change); drop the other options")
         return resume_run(resume, out, quiet, on_step, **how)
     model_config, tc = train_configs(config, **options)    # checked before any data is read
-    return lifecycle.train_run(model_config, tc, data, out, quiet, on_step)
+    return lifecycle.train_run(model_config, tc, data, out, quiet, on_step, command)
 
 
 def train_configs(config=None, **options) -> tuple[Config, TrainConfig]:
     """(model config, training config) of a new run: the options of a config file or dict, keyword options
-    (None: not given) on top. vocab_size keeps its default until the tokenizer sets it."""
-    model_opts, train_opts = split_options(merge_options(config, options), MODEL_KEYS)
+    (None: not given) on top, an age's preset (``age``) below them. vocab_size keeps its default until the
+    tokenizer sets it."""
+    merged = merge_options(config, options)
+    if merged.get("age") is not None:
+        merged = ages.with_age(merged, BUDGET_KEYS)
+    model_opts, train_opts = split_options(merged, MODEL_KEYS)
     tc = TrainConfig.from_dict(train_opts)
     return Config.from_dict(model_opts), tc
 
 
-def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False, on_step=None, **options) -> Run:
+def finetune(run, data=None, config=None, out=".", overwrite=False, quiet=False, on_step=None, command=None,
+             **options) -> Run:
     """Train the model of ``run`` further on ``data``, as the new run ``<guid>_finetuned``. A char vocabulary
-    grows by the new text's characters: old ids keep their meaning, the new rows start random."""
+    grows by the new text's characters: old ids keep their meaning, the new rows start random. ``run`` may be
+    ``pretrained``, the baby that ships with littlebaby; the finetune is written under ``out`` all the same."""
     parent = load_run(run, out)
     model_opts, train_opts = split_options(merge_options(config, options), FINETUNE_MODEL_KEYS)
+    if "age" in train_opts:
+        raise BabyError("a finetune keeps the parent's model, so an age does not apply; drop `age`")
     for key in PARENT_TRAIN_KEYS:
         if key in train_opts:
             raise BabyError(f"finetune keeps the parent's tokenizer; drop {key}")
     tc = TrainConfig.from_dict({**train_opts, "tokenizer": parent.record.tokenizer["kind"]})
-    return lifecycle.finetune_run(parent, model_opts, tc, data, out, overwrite, quiet, on_step)
+    return lifecycle.finetune_run(parent, model_opts, tc, data, out, overwrite, quiet, on_step, command)
 
 
 def resume_run(run, out=".", quiet=False, on_step=None, device=None, threads=None, kernels=None) -> Run:
@@ -99,25 +110,29 @@ def generate(run, prompt="", max_tokens=500, temperature=1.0, top_k=None, top_p=
     xp = device.array_module_for(device_name)
     loaded = load_run(run, out)
     loaded.gpt.move_to(xp)
+    if loaded.builtin and kernels == "auto":   # small enough that NumPy is as fast end to end, and the first
+        kernels = "numpy"                       # token never waits for numba's import or first compile
     start = time.perf_counter()
     texts = sample_texts(loaded.gpt, loaded.tokenizer, prompt, max_tokens, temperature, top_k, top_p,
                          np.random.default_rng(seed), cache, num_samples, stream, kernels)
     seconds = time.perf_counter() - start
     return save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache,
-                           device_name)
+                           device_name, out)
 
 
 def save_generation(loaded, texts, seconds, prompt, max_tokens, temperature, top_k, top_p, seed, cache=True,
-                    device_name="cpu") -> Generation:
+                    device_name="cpu", out=".") -> Generation:
     """Write the samples ``texts`` of run ``loaded`` as outputs/completion_G_<yyyymmddhhmmss>.txt and a .json of
-    the settings (what ``generate`` and the playground of `baby serve` save)."""
+    the settings (what ``generate`` and the playground of `baby serve` save): beside the run's own files, or
+    in ``out``/outputs/ for the pretrained baby, whose files inside the package are never written."""
     num_samples = len(texts)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
-    text_path, json_path = loaded.paths.generation(stamp)
+    paths = loaded.output_paths(out)
+    text_path, json_path = paths.generation(stamp)
     for n in range(2, 1000):   # two generations in the same second keep both files
         if not text_path.exists():
             break
-        text_path, json_path = loaded.paths.generation(f"{stamp}-{n}")
+        text_path, json_path = paths.generation(f"{stamp}-{n}")
     tokens_per_s = max_tokens * num_samples / seconds if seconds > 0 else 0.0
     atomic_write_text(text_path, texts[0] if num_samples == 1 else "".join(
         f"=== sample {i + 1} of {num_samples} ===\n{text}\n" for i, text in enumerate(texts)))

@@ -10,6 +10,7 @@ import importlib.util
 import os
 import pathlib
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,7 +29,8 @@ The Little Baby: a GPT-style language model in NumPy, every gradient written by 
 
   baby train                           train on the built-in Shakespeare corpus (a few minutes)
   baby train --data input.txt --steps 500 --n-layers 2
-  baby generate last --prompt "ROMEO:"
+  baby generate --prompt "ROMEO:"      the pretrained baby that ships with littlebaby; `last`: your latest run
+  baby train --age 24m                 a preset of growing size: 3m, 6m, 12m, 24m, 48m
   baby finetune last --data more.txt --steps 200
   baby runs                            list the runs in the current directory
   baby info last                       config, parameters by component, FLOPs, losses of a run
@@ -44,6 +46,7 @@ one, or `last`."""
 
 
 GROUPS = {   # the headings of the option flags in `baby train --help`, in order; see littlebaby.config.option
+    "age": "age: a preset that grows with the baby (the flags below, given with it, win)",
     "model": "model",
     "switches": "architecture switches (see the README's parameter guide)",
     "budget": f"budget (one of; default {DEFAULT_STEPS} steps)",
@@ -59,15 +62,13 @@ def add_training_options(p, finetune=False):
     p.add_argument("--config", metavar="FILE.json",
                    help="JSON of options with underscores ({\"n_ctx\": 64, \"steps\": 500}) or a config_G.json; "
                         "flags override it")
-    groups = {}
-    for cls, home in ((Config, "model"), (TrainConfig, "training")):
+    groups = {name: option_group(p, name, finetune) for name in GROUPS}   # listed in GROUPS' order; argparse
+    for cls, home in ((Config, "model"), (TrainConfig, "training")):      # leaves out a group with no flags
         hints = typing.get_type_hints(cls)
         for field in configlib.options(cls):
             if finetune and cls is TrainConfig and not configlib.finetune_sets(cls, field):
                 continue
             name = field.metadata["group"] or home
-            if name not in groups:
-                groups[name] = option_group(p, name, finetune)
             groups[name].add_argument("--" + field.name.replace("_", "-"), help=flag_help(field),
                                       **flag_kind(hints[field.name], field))
     p.add_argument("--out", default=".", metavar="DIR", help="where configs/ models/ outputs/ live (default .)")
@@ -128,13 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = commands.add_parser("finetune", help="train a run further on new text, as RUN_finetuned",
                                    description="Continue training a run on new text; writes <guid>_finetuned "
                                                "files and never touches the parent's.")
-    finetune.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    finetune.add_argument("run", metavar="RUN", help="GUID, unique prefix, last, or pretrained (the shipped baby)")
     add_training_options(finetune, finetune=True)
     finetune.add_argument("--overwrite", action="store_true", help="replace an existing <guid>_finetuned run")
 
     generate = commands.add_parser("generate", help="sample text from a run, streamed to stdout",
                                    description="Sample text from a trained run; also saved under outputs/.")
-    generate.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    generate.add_argument("run", metavar="RUN", nargs="?", default="pretrained",
+                          help="GUID, unique prefix, last, or pretrained (the default: the baby that ships with "
+                               "littlebaby, trained by `baby train --age 24m`)")
     generate.add_argument("--prompt", default="", help="text to continue (default: empty)")
     generate.add_argument("--max-tokens", type=int, default=500, metavar="N", help="tokens to sample (500)")
     generate.add_argument("--temperature", type=float, default=1.0, metavar="T", help="0 is greedy (1.0)")
@@ -146,14 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", choices=DEVICES, default="cpu",
                           help="cpu (default) or cuda: where the model runs")
     generate.add_argument("--kernels", choices=("auto", "numpy", "numba"), default="auto",
-                          help="auto (default): the compiled decode step when numba works; numpy: the NumPy "
+                          help="auto (default): the compiled decode step when numba works (for the pretrained "
+                               "baby, small enough that it starts sooner without: numpy); numpy: the NumPy "
                                "layers; the text is the same to float rounding")
     generate.add_argument("--no-cache", action="store_true",
                           help="recompute the context at each step instead of using the KV cache (same text)")
     generate.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
 
     info = commands.add_parser("info", help="a run's config, parameters by component, FLOPs, losses")
-    info.add_argument("run", metavar="RUN", help="GUID, unique prefix, or last")
+    info.add_argument("run", metavar="RUN", help="GUID, unique prefix, last, or pretrained (the shipped baby)")
     info.add_argument("--out", default=".", metavar="DIR", help="where the runs live (default .)")
 
     export = commands.add_parser("export", help="write a run as a Hugging Face GPT-2 folder",
@@ -261,6 +265,11 @@ def flag_advice(message: str, parser) -> str:
     return OPTION_NAME.sub(as_flag, message)
 
 
+def command_line(argv) -> str:
+    """The command as a shell would run it again: ``baby`` and the arguments, quoted where they need it."""
+    return shlex.join(["baby", *argv])
+
+
 def out_flag(out) -> str:
     """" --out DIR" for a command to print, or "" for the current directory."""
     return "" if pathlib.Path(out) == pathlib.Path(".") else f" --out {out}"
@@ -297,10 +306,11 @@ def main(argv=None) -> int:
         if args.command in ("train", "finetune"):
             if args.command == "train":
                 run = api.train(data=args.data, config=args.config, out=args.out, quiet=args.quiet,
-                                resume=args.resume, **training_options(args))
+                                resume=args.resume, command=command_line(argv), **training_options(args))
             else:
                 run = api.finetune(args.run, data=args.data, config=args.config, out=args.out,
-                                   overwrite=args.overwrite, quiet=args.quiet, **training_options(args))
+                                   overwrite=args.overwrite, quiet=args.quiet, command=command_line(argv),
+                                   **training_options(args))
             if not args.quiet and parallel.world().is_root:   # under MPI rank 0 speaks for all
                 print(report.summary_lines(run.report, run.paths, resume_command(run.guid, args.out)),
                       file=sys.stderr)

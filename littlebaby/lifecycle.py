@@ -12,10 +12,12 @@ Under MPI every rank runs all of this; rank 0 alone writes files, the others rea
 
 import dataclasses
 import pathlib
+import sys
 
 import numpy as np
 
-from littlebaby import __version__, checkpoint, corpus, device, kernels, parallel, report, seeds, workers
+from littlebaby import (__version__, ages, builtin, checkpoint, corpus, device, kernels, parallel, report, seeds,
+                        workers)
 from littlebaby.data import TokenData, encode_to_file, read_text
 from littlebaby.errors import BabyError
 from littlebaby.files import atomic_write_json, atomic_write_text, read_json
@@ -37,10 +39,15 @@ class Run:
     record: RunRecord
     gpt: GPT
     tokenizer: object
+    builtin: bool = False         # the pretrained baby inside the package (littlebaby.builtin): read, never written
 
     @property
     def report(self) -> dict:
         return read_json(self.paths.report_json, "report")
+
+    def output_paths(self, out) -> RunPaths:
+        """Where new files of this run go (generations): beside its own, or under ``out`` for the built-in."""
+        return RunPaths(pathlib.Path(out), self.guid) if self.builtin else self.paths
 
 
 @dataclasses.dataclass
@@ -56,7 +63,11 @@ class RunState:
 
 
 def load_run(run: str, out=".") -> Run:
-    """The run named by a GUID, a unique prefix, or ``last``, with its weights and tokenizer."""
+    """The run named by a GUID, a unique prefix, ``last``, or ``pretrained`` (the baby that ships inside the
+    package, littlebaby.builtin), with its weights and tokenizer."""
+    if run == builtin.NAME:
+        with builtin.shipped_files():   # missing or damaged: one line saying so and what to do
+            return dataclasses.replace(load_run(builtin.guid(), builtin.folder()), builtin=True)
     guid = resolve_run(run, out)
     paths = RunPaths(pathlib.Path(out), guid)
     record = load_record(out, guid)
@@ -70,7 +81,8 @@ def load_run(run: str, out=".") -> Run:
     return Run(guid, paths, record, gpt, tokenizer)
 
 
-def train_run(model_config: Config, tc: TrainConfig, data=None, out=".", quiet=False, on_step=None) -> Run:
+def train_run(model_config: Config, tc: TrainConfig, data=None, out=".", quiet=False, on_step=None,
+              command=None) -> Run:
     """Train a new model of ``model_config`` (its vocab_size is set here, by the tokenizer) on ``data``."""
     kernels.check(tc.kernels, model_config.dtype)   # numba asked for and unusable, a missing CuPy or GPU:
     xp = device.array_module_for(tc.device)         # said before any work
@@ -79,11 +91,11 @@ def train_run(model_config: Config, tc: TrainConfig, data=None, out=".", quiet=F
     model_config.vocab_size = tokenizer.vocab_size   # the one field no option sets (a positive int: no new check)
     gpt = GPT(model_config, seed=tc.seed).move_to(xp)
     guid = parallel.world().broadcast(new_guid())   # under MPI every rank trains the run rank 0 named
-    return start_run("train", None, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
+    return start_run("train", None, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step, command)
 
 
 def finetune_run(parent: Run, model_options: dict, tc: TrainConfig, data=None, out=".", overwrite=False,
-                 quiet=False, on_step=None) -> Run:
+                 quiet=False, on_step=None, command=None) -> Run:
     """Train ``parent``'s model further on ``data``, as the run ``<guid>_finetuned``, with ``model_options`` (the
     fields a finetune may set) over the parent's config. A char vocabulary grows by the new text's characters:
     old ids keep their meaning, the new rows start random."""
@@ -102,11 +114,13 @@ def finetune_run(parent: Run, model_options: dict, tc: TrainConfig, data=None, o
         gpt.grow_vocab(tokenizer.vocab_size, seeds.stream(tc.seed, seeds.Stream.NEW_TOKEN_ROWS))
     model_config = Config.from_dict({**gpt.config.to_dict(), **model_options})
     gpt = GPT.from_params(model_config, gpt.params, seed=tc.seed).move_to(xp)
-    return start_run("finetune", parent.guid, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step)
+    return start_run("finetune", parent.guid, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step,
+                     command)
 
 
-def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step) -> Run:
-    """Encode the data, plan the schedule, write the run's record and tokenizer, and train."""
+def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, quiet, on_step, command=None) -> Run:
+    """Encode the data, plan the schedule, write the run's record (with the command line that asked for it, and
+    its age: the preset and what overrode it) and tokenizer, and train."""
     paths = RunPaths(pathlib.Path(out), guid)
     threads = plan_threads(gpt.config, tc)
     dropout = dropout_rngs(tc.seed, threads[0])   # each worker's own stream; one process keeps gpt's
@@ -127,7 +141,10 @@ def start_run(kind, parent, guid, out, gpt, tokenizer, tc, source, text_path, qu
         tokenizer={"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size},
         data={"source": source, "path": str(pathlib.Path(text_path).resolve()), "chars": n_chars,
               "tokens": n_tokens, "train_tokens": data.n_train, "val_tokens": n_tokens - data.n_train,
-              "token_dtype": str(data.tokens.dtype)})
+              "token_dtype": str(data.tokens.dtype)},
+        command=command, age=ages.age_record(tc.age, {**cfg.to_dict(), **tc.to_dict()}) if tc.age else None)
+    if parallel.world().is_root and not quiet and record.age and record.age["overridden"]:
+        print(ages.override_note(record.age), file=sys.stderr)
     if parallel.world().is_root:
         tokenizer.save(paths.tokenizer)
         atomic_write_json(paths.config, record.to_dict())
@@ -251,15 +268,22 @@ def checkpoint_run(state: RunState) -> None:
 
 
 def save_artifacts(state: RunState, status) -> None:
-    """Write the model, report, loss curve and (when complete) the completion."""
+    """Write the model, then (when complete) the completion and the quality figures that read it, then the report
+    and the loss curve."""
     paths, t = state.paths, state.training
     checkpoint.save_model(paths.model, t.gpt.params, t.gpt.config.to_dict(), state.record.guid)
-    summary = report.build_report(state.record, t, state.tokenizer.kind, status)
+    quality = None
+    if status == "complete":   # the completion, then the quality figures read it (littlebaby.quality)
+        completion = ""
+        if t.config.completion_tokens:
+            rng = seeds.stream(t.config.seed, seeds.Stream.COMPLETION)
+            completion = sample_text(t.gpt, state.tokenizer, "", t.config.completion_tokens, rng=rng,
+                                     kernels=t.config.kernels)
+            atomic_write_text(paths.completion, completion)
+        quality = report.measure_quality(t.gpt, state.tokenizer, t.data.val, completion,
+                                         read_text(state.record.data["path"]))
+    summary = report.build_report(state.record, t, state.tokenizer.kind, status, quality)
     report.save_report(summary, paths.report_json, paths.report_png)
-    if status == "complete" and t.config.completion_tokens:
-        rng = seeds.stream(t.config.seed, seeds.Stream.COMPLETION)
-        atomic_write_text(paths.completion, sample_text(t.gpt, state.tokenizer, "", t.config.completion_tokens,
-                                                        rng=rng, kernels=t.config.kernels))
 
 
 def data_source(data, path=None) -> tuple[str, pathlib.Path]:

@@ -8,7 +8,8 @@ import platform
 
 import numpy as np
 
-from littlebaby import device, parallel
+from littlebaby import builtin, device, parallel, quality
+from littlebaby.errors import BabyError
 from littlebaby.nn.backend import array_module
 from littlebaby.files import atomic_write_bytes, atomic_write_json, read_json
 from littlebaby.runs import RunPaths, load_record, run_ids
@@ -86,8 +87,35 @@ def cpu_description() -> str:
     return f"{cpu_name()}{where}, SIMD {' '.join(simd) or 'unknown'}, {wide}"
 
 
-def build_report(record, state, tokenizer_kind, status) -> dict:
-    """Every figure of run ``record`` so far, from the TrainingState the loop leaves behind."""
+QUALITY_CHARS = 100_000   # the quality figures read the first 100,000 characters of the validation split
+
+
+def text_bpc(gpt, tokens, tokenizer, batch=32) -> tuple[float, str]:
+    """(bits per character the model needs for ``tokens``, their text): the tokens cut into windows of n_ctx
+    predicted in evaluation mode (each window's first token is context only), as an arithmetic coder driven by
+    the model would spend them."""
+    T = gpt.config.n_ctx
+    n = max(1, (len(tokens) - 1) // T)                                # windows
+    ids = np.asarray(tokens[:n * T + 1], dtype=np.int64)
+    x, y = ids[:-1].reshape(n, T), ids[1:].reshape(n, T)              # (n, T) each: n windows of inputs, targets
+    nats = sum(float(gpt.loss(x[i:i + batch], y[i:i + batch])) * len(x[i:i + batch]) * T
+               for i in range(0, n, batch))
+    text = tokenizer.decode([int(t) for t in y.ravel()])
+    return nats / math.log(2) / max(len(text), 1), text
+
+
+def measure_quality(gpt, tokenizer, val_tokens, completion, train_text) -> dict:
+    """littlebaby.quality's figures of a finished run: the model on the validation split's first QUALITY_CHARS
+    characters beside the compressors, the completion's words and speaker lines against the training text."""
+    head = [int(t) for t in val_tokens[:10_000]]                      # tokens per character, from a sample
+    limit = round(QUALITY_CHARS * len(head) / max(len(tokenizer.decode(head)), 1))
+    model_bpc, val_text = text_bpc(gpt, val_tokens[:limit + 1], tokenizer)
+    return quality.figures(model_bpc, val_text, completion, train_text)
+
+
+def build_report(record, state, tokenizer_kind, status, quality_figures=None) -> dict:
+    """Every figure of run ``record`` so far, from the TrainingState the loop leaves behind, and the quality
+    figures of a finished run (``measure_quality``)."""
     hist, cfg, plan = state.history, state.gpt.config, state.plan
     steps = state.optimizer.step_count
     tokens_per_step = cfg.batch_size * cfg.n_ctx
@@ -110,6 +138,7 @@ def build_report(record, state, tokenizer_kind, status) -> dict:
         "flops_per_token": state.gpt.flops_per_token(),
         "achieved_gflops": state.gpt.flops_per_token() * tokens_per_s / 1e9,
         "environment": environment(array_module(state.gpt.params["wte"])),
+        "quality": quality_figures,
     }
 
 
@@ -149,32 +178,48 @@ def summary_lines(report, paths: RunPaths, resume_command: str) -> str:
     lines += [f"  {p}" for p in (paths.config, paths.model, paths.tokenizer, paths.report_json, paths.report_png)]
     if report["status"] == "complete":
         lines.append(f"  {paths.completion}")
+    if report.get("quality"):
+        lines.append(quality.describe(report["quality"])[-1])
     else:
         lines.append(f"resume with: {resume_command}")
     return "\n".join(lines)
 
 
 def runs_table(out) -> str:
-    """One line per run: GUID, date, config summary, steps, final val loss."""
-    rows = [("GUID", "DATE (UTC)", "CONFIG", "STEPS", "VAL LOSS")]
-    for guid in run_ids(out):
-        record = load_record(out, guid)
-        m = record.model
-        summary = (f"{record.tokenizer.get('kind', '?')} V={m['vocab_size']} ctx={m['n_ctx']} emb={m['n_emb']} "
-                   f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else "")
-                   + (f" imported from {record.source.get('guid', '?')[:8]}" if record.source else ""))
-        report_path = RunPaths(pathlib.Path(out), guid).report_json
-        steps, val = "-", "-"
-        if report_path.exists():
-            rep = read_json(report_path, "report")
-            steps = f"{rep['steps']}/{rep['planned_steps']}"
-            if rep.get("final_val_loss") is not None and math.isfinite(rep["final_val_loss"]):
-                val = f"{rep['final_val_loss']:.4f}"
-        rows.append((guid, record.created[:19].replace("T", " "), summary, steps, val))
-    if len(rows) == 1:
-        return f"no runs in {out}"
+    """One line per run: GUID, date, config summary, steps, final val loss, quality score; then the pretrained
+    baby that ships with littlebaby, as a built-in."""
+    rows = [("GUID", "DATE (UTC)", "CONFIG", "STEPS", "VAL LOSS", "QUALITY")]
+    rows += [run_row(out, guid, guid) for guid in run_ids(out)]
+    mine = len(rows) - 1
+    try:
+        with builtin.shipped_files():
+            rows.append(run_row(builtin.folder(), builtin.guid(), builtin.NAME, "built-in, "))
+    except BabyError:
+        rows.append((builtin.NAME, "-", "built-in, missing or damaged: `baby info pretrained` says why", "-", "-",
+                     "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    table = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return table if mine else f"no runs in {out}; the built-in one:\n{table}"
+
+
+def run_row(out, guid, name, note="") -> tuple:
+    """The `baby runs` row of run ``guid`` under ``out``, named ``name``."""
+    record = load_record(out, guid)
+    m = record.model
+    summary = (note + f"{record.tokenizer.get('kind', '?')} V={m['vocab_size']} ctx={m['n_ctx']} emb={m['n_emb']} "
+               f"L={m['n_layers']} H={m['n_heads']}" + (f" from {record.parent[:8]}" if record.parent else "")
+               + (f" imported from {record.source.get('guid', '?')[:8]}" if record.source else "")
+               + (f" age {record.age.get('name')}" if record.age else ""))
+    report_path = RunPaths(pathlib.Path(out), guid).report_json
+    steps, val, score = "-", "-", "-"
+    if report_path.exists():
+        rep = read_json(report_path, "report")
+        steps = f"{rep['steps']}/{rep['planned_steps']}"
+        if rep.get("final_val_loss") is not None and math.isfinite(rep["final_val_loss"]):
+            val = f"{rep['final_val_loss']:.4f}"
+        if rep.get("quality"):
+            score = f"{rep['quality']['score']:.1f}"
+    return (name, record.created[:19].replace("T", " "), summary, steps, val, score)
 
 
 def import_summary(run, out_flag: str) -> str:
@@ -209,6 +254,16 @@ def info_text(run) -> str:
     if record.source:
         lines.append(f"source: run {record.source.get('guid')} of the original The Little Baby notebook "
                      f"({record.source.get('version')}), {record.source.get('path')}")
+    if run.builtin:
+        lines.append(f"the pretrained baby that ships with littlebaby ({run.paths.out})")
+    if record.command:
+        lines.append(f"command: {record.command} (seed {record.seed})")
+    if record.age:   # a hand-edited record may lack parts: say what is there
+        overridden = record.age.get("overridden")
+        won = "; ".join(f"{key} {v.get('used')} won over the preset's {v.get('preset')}"
+                        for key, v in (overridden if isinstance(overridden, dict) else {}).items()
+                        if isinstance(v, dict))
+        lines.append(f"age: {record.age.get('name')}, {record.age.get('title')}" + (f" ({won})" if won else ""))
     lines += [f"data: {record.data.get('source')}{sizes}; tokenizer: {record.tokenizer.get('kind')} "
               f"V={gpt.config.vocab_size}", "", "model:"]
     lines += [f"  {key:<15} {value}" for key, value in gpt.config.to_dict().items()]
@@ -225,4 +280,6 @@ def info_text(run) -> str:
         lines += [f"  step {e['step']:>6}: train {e['train_loss']:.4f}  val {e['val_loss']:.4f}"
                   + (f" ({e['val_bpc']:.3f} bits/char)" if e.get("val_bpc") is not None else "")
                   for e in rep["evals"]]
+        if rep.get("quality"):
+            lines += ["", "quality:"] + [f"  {line}" for line in quality.describe(rep["quality"])]
     return "\n".join(lines)

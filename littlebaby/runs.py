@@ -71,6 +71,8 @@ class RunRecord(configlib.TypedConfig):
     tokenizer: dict                           # {"kind": ..., "vocab_size": ...}
     data: dict                                # source, sizes in chars and tokens, token dtype
     source: dict | None = None                # an imported run's origin: format, version, its GUID there, path
+    command: str | None = None                # the command line that started the run (`baby train ...`), if any
+    age: dict | None = None                   # the age asked for, its preset, what overrode it (littlebaby.ages)
 
 
 

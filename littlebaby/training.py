@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from littlebaby import kernels, parallel, seeds
+from littlebaby import ages, kernels, parallel, seeds
 from littlebaby import config as configlib
 from littlebaby.config import option
 from littlebaby.data import TokenData, fixed_batches, sample_batch, steps_per_epoch
@@ -41,6 +41,9 @@ class TrainConfig(configlib.TypedConfig):
     option (see littlebaby.config)."""
     WHAT = "training config"
 
+    age: str | None = option(None, "a preset of context, depth, width and steps: 3m, 6m, 12m, 24m or 48m "
+                             "(littlebaby.ages); options given with it win over the preset, and the run's config "
+                             "records which", group="age", metavar="AGE", finetune=False)
     epochs: float | None = option(None, "passes over the training split (random windows)", within="(0, inf)",
                                   group="budget", metavar="E")
     steps: int | None = option(None, "optimizer steps", within="[1, inf)", group="budget", metavar="S")
@@ -78,6 +81,8 @@ class TrainConfig(configlib.TypedConfig):
     def validate(self):
         """Types and intervals (littlebaby.config), then the checks that tie fields together."""
         super().validate()
+        if self.age is not None:
+            ages.check_age(self.age)
         budgets = [f.name for f in configlib.options(type(self))
                    if f.metadata["group"] == "budget" and getattr(self, f.name) is not None]
         if len(budgets) > 1:

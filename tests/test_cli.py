@@ -196,6 +196,8 @@ def other_values(classes):
               for cls in classes for f in configlib.options(cls)}
     if "n_heads" in values:
         values["head_size"] = values["n_heads"] * 8           # head_size must divide by n_heads
+    if "age" in values:
+        values["age"] = "6m"                                  # a name from littlebaby/presets/ages.json
     return values
 
 
@@ -225,17 +227,17 @@ def test_every_option_is_a_flag_and_every_flag_reaches_the_config():
 
 def test_finetune_offers_the_flags_a_finetune_may_set():
     """Every model option (a finetune refuses to change its shape with a message naming the key) and every
-    training option but the tokenizer's, which a finetune keeps."""
+    training option but the tokenizer's, which a finetune keeps, and the age, which sizes a new model only."""
     kept = {f.name for f in configlib.options(TrainConfig) if not configlib.finetune_sets(TrainConfig, f)}
     settable = {f.name for f in configlib.options(Config) if configlib.finetune_sets(Config, f)}
-    assert kept == {"tokenizer", "vocab_size"} and settable == {"dropout", "batch_size", "lr"}
+    assert kept == {"tokenizer", "vocab_size", "age"} and settable == {"dropout", "batch_size", "lr"}
     values = {k: v for k, v in other_values([Config, TrainConfig]).items() if k not in kept}
     del values["steps"], values["max_time"]                   # one budget
     args = cli.build_parser().parse_args(["finetune", "last", *flags(values)])
     options = cli.training_options(args)
     assert {k: v for k, v in options.items() if v is not None} == values
     assert set(options) == set(values) | {"steps", "max_time"}
-    assert not {"--tokenizer", "--vocab-size"} & option_strings(cli.build_parser(), "finetune")
+    assert not {"--tokenizer", "--vocab-size", "--age"} & option_strings(cli.build_parser(), "finetune")
 
 
 def test_errors_name_python_keywords_and_the_cli_names_flags():
