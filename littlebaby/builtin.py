@@ -38,5 +38,5 @@ def shipped_files():
         yield
     except (BabyError, OSError, ValueError, KeyError, TypeError) as e:
         raise BabyError(f"the pretrained baby that ships with littlebaby is missing or damaged ({e}); reinstall "
-                        f"littlebaby (pip install --force-reinstall littlebaby, or pip install -e . in a checkout), "
-                        f"or train your own: baby train --age 24m") from None
+                        f"littlebaby (`pip install --force-reinstall littlebaby`, or `pip install -e .` in a checkout), "
+                        f"or train your own (`baby train --age 24m`)") from None

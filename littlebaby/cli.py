@@ -362,6 +362,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\naborted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `baby generate | head`: the reader has what it wanted; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())                       # so the flush at exit cannot raise again
+        return 141                                                  # what a shell reports for SIGPIPE
     return 0
 
 

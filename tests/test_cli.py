@@ -271,3 +271,13 @@ def test_a_sampling_error_names_the_keyword_in_python_and_the_flag_on_the_comman
         check_settings(10, 1.0, None, 2.0)
     assert cli.flag_advice("`top_p` must be in (0, 1], got 2.0", cli.build_parser()) == \
         "--top-p must be in (0, 1], got 2.0"
+
+
+def test_a_reader_that_stops_early_ends_generate_quietly(tmp_path):
+    """`baby generate | head`: once the reader is gone, the next write fails; no traceback, the shell's 141."""
+    child = subprocess.Popen([sys.executable, "-m", "littlebaby", "generate", "--prompt", "ROMEO:", "--max-tokens",
+                              "50", "--kernels", "numpy"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()                                            # the reader left before the first token
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141 and "Traceback" not in err, err
