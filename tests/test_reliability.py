@@ -192,7 +192,8 @@ def text_opens_without_encoding(source: str) -> list[int]:
         elif isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
             mode_at = None                                                       # Path.read_text / write_text
         elif isinstance(func, ast.Attribute) and func.attr in ("open", "fdopen") and not (
-                isinstance(func.value, ast.Name) and func.value.id == "TokenData"):
+                isinstance(func.value, ast.Name) and func.value.id in ("TokenData", "os") and func.attr == "open"):
+            # TokenData.open and os.open (a file descriptor, never text) take no encoding
             mode_at = 1 if func.attr == "fdopen" else 0                          # os.fdopen, Path.open
         else:
             continue
@@ -207,7 +208,7 @@ def text_opens_without_encoding(source: str) -> list[int]:
 
 def test_every_text_file_is_opened_as_utf8():
     sample = ('open(p)\nopen(p, "rb")\nos.fdopen(fd, "w")\np.read_text()\np.write_text(t, encoding="utf-8")\n'
-              'p.open(mode="wb")\np.open()\n')
+              'p.open(mode="wb")\np.open()\nos.open(p, os.O_WRONLY)\n')
     assert text_opens_without_encoding(sample) == [1, 3, 4, 7]               # the check itself can fail
     offenders = [f"{path.name}:{line}" for path in (REPO / "littlebaby").rglob("*.py")
                  for line in text_opens_without_encoding(path.read_text(encoding="utf-8"))]
