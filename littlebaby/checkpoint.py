@@ -41,13 +41,8 @@ def load_arrays(path) -> tuple[dict, dict]:
     The header is checked by ``check_header`` before the safetensors library maps a single tensor.
     """
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise BabyError(f"file not found: {path}" if not path.exists() else f"{path} is not a file")
     try:
-        with open(path, "rb") as f:   # the 8-byte header length, then only the header itself
-            prefix = f.read(8)
-            claimed = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
-            check_header(prefix + f.read(min(claimed, HEADER_LIMIT)), path.stat().st_size, path)
+        check_file(path)
         with safetensors.safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             arrays = {name: f.get_tensor(name) for name in f.keys()}
@@ -56,6 +51,18 @@ def load_arrays(path) -> tuple[dict, dict]:
         raise
     except (OSError, ValueError, RecursionError, safetensors.SafetensorError) as e:
         raise BabyError(f"cannot read {path}: {e}; the file is damaged, retrain or restore it") from None
+
+
+def check_file(path) -> None:
+    """Read only the header of the safetensors file at ``path`` and check it against the file's length
+    (``check_header``): a missing, truncated or crafted file is a BabyError, found without reading a tensor."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise BabyError(f"file not found: {path}" if not path.exists() else f"{path} is not a file")
+    with open(path, "rb") as f:   # the 8-byte header length, then only the header itself
+        prefix = f.read(8)
+        claimed = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+        check_header(prefix + f.read(min(claimed, HEADER_LIMIT)), path.stat().st_size, path)
 
 
 HEADER_LIMIT = 100 << 20                            # 100 MB of JSON header is far beyond any real model

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "generation, and shows the distributions, attention and logit lens "
                                             "behind every token (needs the serve extra).")
     serve.add_argument("run", nargs="?", metavar="RUN", help="the run the page opens with (GUID, unique prefix, "
-                                                           "or last; default: pick one on the page)")
+                                                           "last, or pretrained; default: pick one on the page)")
     serve.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (8000; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", metavar="ADDR",
                        help="address to listen on (127.0.0.1, this machine only; another address warns)")

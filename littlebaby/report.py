@@ -8,7 +8,7 @@ import platform
 
 import numpy as np
 
-from littlebaby import builtin, device, parallel, quality
+from littlebaby import builtin, checkpoint, device, parallel, quality
 from littlebaby.errors import BabyError
 from littlebaby.nn.backend import array_module
 from littlebaby.files import atomic_write_bytes, atomic_write_json, read_json
@@ -192,7 +192,11 @@ def runs_table(out) -> str:
     rows += [run_row(out, guid, guid) for guid in run_ids(out)]
     mine = len(rows) - 1
     try:
-        with builtin.shipped_files():
+        with builtin.shipped_files():   # its weights' header against the file's length, and its tokenizer
+            shipped = RunPaths(builtin.folder(), builtin.guid())
+            checkpoint.check_file(shipped.model)
+            if not shipped.tokenizer.is_file():
+                raise BabyError(f"file not found: {shipped.tokenizer}")
             rows.append(run_row(builtin.folder(), builtin.guid(), builtin.NAME, "built-in, "))
     except BabyError:
         rows.append((builtin.NAME, "-", "built-in, missing or damaged: `baby info pretrained` says why", "-", "-",

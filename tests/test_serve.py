@@ -24,6 +24,7 @@ pytest.importorskip("uvicorn", reason="baby serve needs the serve extra: pip ins
 
 from live_server import LiveServer, read_event  # noqa: E402
 
+from littlebaby import builtin  # noqa: E402
 from littlebaby.api import generate, load_run, train  # noqa: E402
 from littlebaby.cli import main  # noqa: E402
 from littlebaby.kvcache import window_start  # noqa: E402
@@ -76,13 +77,24 @@ def files_of(folder) -> dict:
 def test_runs_are_listed_with_their_losses_and_config(live, guid, folder):
     status, data = live.get("/api/runs")
     assert status == 200 and data["out"] == str(folder.resolve())
-    (run,) = data["runs"]
-    assert run["guid"] == guid and run["has_model"] and run["model"]["n_ctx"] == 8
+    run, shipped = data["runs"]                               # the runs of --out, then the pretrained baby
+    assert run["guid"] == guid and run["has_model"] and run["model"]["n_ctx"] == 8 and not run["builtin"]
+    assert shipped["guid"] == builtin.guid() and shipped["builtin"] and shipped["has_model"]
     report = json.loads((folder / "outputs" / f"report_{guid}.json").read_text())
     assert run["report"]["evals"] == report["evals"] and run["report"]["steps"] == 4
     status, detail = live.get(f"/api/runs/{guid[:8]}")     # a prefix, as `baby generate` takes
     assert status == 200 and detail["guid"] == guid and detail["report"]["loss"] == report["loss"]
     assert live.get("/api/runs/last")[1]["guid"] == guid
+
+
+def test_the_pretrained_baby_is_served_by_name_and_writes_only_under_out(live, folder):
+    before = files_of(builtin.folder())
+    status, detail = live.get(f"/api/runs/{builtin.NAME}")
+    assert status == 200 and detail["guid"] == builtin.guid() and detail["builtin"] and detail["report"]["loss"]
+    events, done = generated(live, builtin.NAME, prompt="ROMEO:", max_tokens=12, seed=0)
+    assert events[0][1]["run"] == builtin.guid() and done["text"].startswith("ROMEO:")
+    assert (folder / "outputs" / done["saved"]).read_text(encoding="utf-8") == done["text"]   # under --out
+    assert files_of(builtin.folder()) == before                 # the package's copy is only read
 
 
 def test_the_page_and_its_two_files_are_served_and_no_other_path(live):
@@ -350,6 +362,16 @@ def test_another_host_than_loopback_warns(trained, monkeypatch, capsys):
     assert serve_server.serve(None, str(trained), host="127.0.0.1", port=0) == 0
     assert "warning" not in capsys.readouterr().err
     assert serve_server.is_loopback("::1") and not serve_server.is_loopback("192.168.1.2")
+
+
+def test_serve_pretrained_opens_the_page_on_the_shipped_baby(tmp_path, monkeypatch, capsys):
+    class Interrupted:
+        def run(self, sockets):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(serve_server, "make_server", lambda *args: Interrupted())
+    assert main(["serve", "pretrained", "--port", "0", "--out", str(tmp_path)]) == 0   # an --out with no runs
+    assert re.search(rf"at http://127\.0\.0\.1:\d+/\?run={builtin.guid()}", capsys.readouterr().out)
 
 
 def test_the_static_files_are_package_data():

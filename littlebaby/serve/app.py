@@ -9,7 +9,8 @@
     POST /api/runs/RUN/attention         {prompt} -> the (T, T) attention map of every layer and head
     GET  /api/status                     generations running and the limits
 
-RUN is what `baby generate` takes (a GUID, a unique prefix, ``last``); anything else is a 404, never a path.
+RUN is what `baby generate` takes (a GUID, a unique prefix, ``last``, ``pretrained``: the baby that ships with
+littlebaby, listed after the runs of --out as a built-in); anything else is a 404, never a path.
 Serving reads the run folder and writes nothing there but the completion files `baby generate` writes.
 """
 
@@ -24,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from littlebaby import api
+from littlebaby import api, builtin
 from littlebaby.errors import BabyError
 from littlebaby.sampling import sample_ids
 from littlebaby.kvcache import window_start
@@ -59,17 +60,38 @@ class Runs:
         self.loaded = {}              # guid -> (weights file's (mtime, size), api.Run)
 
     def resolve(self, name) -> str:
-        if not isinstance(name, str) or not (name == "last" or RUN_NAME.fullmatch(name)):
-            raise HTTPError(404, f"no run named {name[:80]!r}: give a GUID, a unique prefix of one, or last")
+        if not isinstance(name, str) or not (name in ("last", builtin.NAME) or RUN_NAME.fullmatch(name)):
+            raise HTTPError(404, f"no run named {name[:80]!r}: give a GUID, a unique prefix of one, last, "
+                                 f"or {builtin.NAME}")
         try:
+            if name == builtin.NAME or name == self.builtin_guid():
+                with builtin.shipped_files():
+                    return builtin.guid()
             return resolve_run(name, self.out)
         except BabyError as e:
             raise HTTPError(404, str(e)) from None
 
+    @staticmethod
+    def builtin_guid() -> str | None:
+        """The shipped baby's GUID, or None when the package's copy cannot be read."""
+        try:
+            return builtin.guid()
+        except (BabyError, OSError):
+            return None
+
+    def folder(self, guid) -> pathlib.Path:
+        """Where the run's files are: --out, or the package's folder for the shipped baby (only ever read)."""
+        return builtin.folder() if guid == self.builtin_guid() else self.out
+
+    def guids(self) -> list[str]:
+        """The runs of --out, then the shipped baby."""
+        shipped = self.builtin_guid()
+        return run_ids(self.out) + ([shipped] if shipped else [])
+
     def load(self, name) -> api.Run:
         """The run named ``name`` with its model and tokenizer (called in a worker thread)."""
         guid = self.resolve(name)
-        model = RunPaths(self.out, guid).model
+        model = RunPaths(self.folder(guid), guid).model
         try:
             stat = model.stat()
         except FileNotFoundError:
@@ -80,7 +102,7 @@ class Runs:
             if guid in self.loaded and self.loaded[guid][0] == stamp:
                 return self.loaded[guid][1]
             try:
-                run = api.load_run(guid, self.out)
+                run = api.load_run(builtin.NAME if self.folder(guid) != self.out else guid, self.out)
             except BabyError as e:
                 raise HTTPError(500, f"run {guid} cannot be loaded: {e}") from None
             self.loaded[guid] = (stamp, run)
@@ -90,12 +112,13 @@ class Runs:
 
     def summary(self, guid, curves=False) -> dict:
         """A run as `baby runs` lists it; with ``curves``, every loss of its report as well."""
+        folder = self.folder(guid)
         try:
-            record = load_record(self.out, guid)
+            record = load_record(folder, guid)
         except BabyError as e:
             return {"guid": guid, "error": str(e)}
-        paths = RunPaths(self.out, guid)
-        row = {"guid": guid, "created": record.created, "kind": record.kind, "parent": record.parent,
+        paths = RunPaths(folder, guid)
+        row = {"guid": guid, "builtin": folder != self.out, "created": record.created, "kind": record.kind, "parent": record.parent,
                "tokenizer": record.tokenizer, "model": record.model, "training": record.training,
                "has_model": paths.model.exists(), "report": None}
         if paths.report_json.exists():
@@ -179,7 +202,7 @@ def create_app(out=".", selected=None, limits=Limits(), stopping=None) -> Starle
         return Response(static_text(name), media_type=STATIC[name], headers={"Cache-Control": "no-store"})
 
     async def list_runs(request):
-        rows = await anyio.to_thread.run_sync(lambda: [runs.summary(g) for g in run_ids(runs.out)])
+        rows = await anyio.to_thread.run_sync(lambda: [runs.summary(g) for g in runs.guids()])
         return json_response({"out": str(runs.out.resolve()), "selected": selected, "runs": rows})
 
     async def one_run(request):
@@ -221,7 +244,7 @@ def create_app(out=".", selected=None, limits=Limits(), stopping=None) -> Starle
             def save():
                 with save_lock:
                     return api.save_generation(run, [text], seconds, s["prompt"], s["max_tokens"],
-                                               s["temperature"], s["top_k"], s["top_p"], s["seed"])
+                                               s["temperature"], s["top_k"], s["top_p"], s["seed"], out=runs.out)
             saved = await anyio.to_thread.run_sync(save)
             yield event("done", {"text": text, "tail": pieces[-1], "seconds": seconds,
                                  "tokens_per_s": saved.tokens_per_s, "saved": saved.path.name})

@@ -7,6 +7,7 @@ import threading
 
 import uvicorn
 
+from littlebaby import builtin
 from littlebaby.errors import BabyError
 from littlebaby.runs import resolve_run
 from littlebaby.serve.app import Limits, create_app
@@ -59,6 +60,12 @@ class Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def shipped_guid() -> str:
+    """The pretrained baby's GUID, or one line saying its files are missing or damaged."""
+    with builtin.shipped_files():
+        return builtin.guid()
+
+
 def make_server(sock, out=".", run=None, limits=Limits()) -> Server:
     """A uvicorn server of the app for the runs in ``out``, to run on the bound ``sock``."""
     stopping = threading.Event()
@@ -70,7 +77,7 @@ def make_server(sock, out=".", run=None, limits=Limits()) -> Server:
 
 def serve(run=None, out=".", host="127.0.0.1", port=8000, limits=Limits()) -> int:
     """`baby serve`: check the run, bind, print the URL, serve until Ctrl-C."""
-    guid = resolve_run(run, out) if run is not None else None   # an unknown run is said before binding
+    guid = None if run is None else shipped_guid() if run == builtin.NAME else resolve_run(run, out)  # before binding
     sock = bind(host, port)
     address = sock.getsockname()[0]
     if not is_loopback(address):

@@ -52,8 +52,11 @@ async function loadRuns() {
   $("out").textContent = "runs in " + data.out;
   const body = $("runs-table").querySelector("tbody");
   body.replaceChildren();
-  $("runs-empty").hidden = data.runs.length > 0;
-  let wanted = new URLSearchParams(location.search).get("run") || data.selected;
+  const own = data.runs.filter((run) => !run.builtin);
+  $("runs-empty").hidden = own.length > 0;
+  const shipped = data.runs.find((run) => run.builtin);    // the pretrained baby: opened when there is nothing else
+  let wanted = new URLSearchParams(location.search).get("run") || data.selected
+    || (own.length === 0 && shipped ? shipped.guid : null);
   if (wanted && !data.runs.some((run) => run.guid === wanted)) {   // "last" or a prefix: the server resolves it
     wanted = await api("/api/runs/" + encodeURIComponent(wanted)).then((run) => run.guid, () => null);
   }
@@ -77,7 +80,8 @@ function runRow(run) {
   const spark = el("td");
   if (rep && rep.evals && rep.evals.length) spark.append(sparkline(rep.evals.map((e) => e.val_loss)));
   const row = el("tr", {title: run.guid, "data-guid": run.guid}, [
-    el("td", {class: "mono", text: run.guid.slice(0, 8) + (run.guid.endsWith("_finetuned") ? "_finetuned" : "")}),
+    el("td", {class: "mono", text: run.builtin ? "pretrained (built-in)"
+      : run.guid.slice(0, 8) + (run.guid.endsWith("_finetuned") ? "_finetuned" : "")}),
     el("td", {text: run.created.slice(0, 19).replace("T", " ")}), el("td", {text: config}),
     el("td", {text: steps}), el("td", {text: val + (run.has_model ? "" : " (no model yet)")}), spark]);
   if (!run.has_model) row.classList.add("unusable");
