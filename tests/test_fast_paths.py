@@ -158,14 +158,28 @@ def test_softmax_inplace_matches_the_definition(rng, rows, dtype):
 
 
 
+BIG = (2, softmax.SMALL // 34 + 3, 17)                              # above SMALL: reduceat and einsum, not NumPy's
+
+
 def test_row_max_is_the_max_over_the_last_axis(rng):
-    for shape in [(4, 6, 9), (2, 3, 1, 17), (5, 1), (1,), (3, 0, 4)]:
+    assert np.prod(BIG) > softmax.SMALL
+    for shape in [(4, 6, 9), (2, 3, 1, 17), (5, 1), (1,), (3, 0, 4), BIG]:
         x = randn(rng, "float64", *shape)
         if x.size:
             x.reshape(-1, shape[-1])[::2, 1:] = -np.inf             # rows that are mostly masked
         for array in (x, x.astype(np.float32), x[..., ::-1]):      # the last one is not contiguous
             expected = array.max(axis=-1, keepdims=True)
             assert np.array_equal(softmax.row_max(array), expected) and softmax.row_max(array).dtype == array.dtype
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_row_sum_is_the_sum_over_the_last_axis(rng, dtype):
+    assert softmax.row_sum(np.ones((3, 4, 0), dtype)).shape == (3, 4, 1)    # empty rows sum to 0
+    for shape in [(4, 6, 9), (5, 1), BIG]:
+        x = np.exp(randn(rng, dtype, *shape))                       # positive, as softmax sums them
+        got = softmax.row_sum(x)
+        assert got.shape == (*shape[:-1], 1) and got.dtype == x.dtype
+        assert_agree([got], [x.sum(axis=-1, keepdims=True)], dtype, "row sums")
 
 
 # --- dropout masks -------------------------------------------------------------------------------------------

@@ -29,20 +29,13 @@ def softmax_backward(dout, cache):
 def softmax_inplace(x):
     """Softmax along the last axis, overwriting ``x`` (..., K) and returning it; rows may hold -inf, not only.
 
-    The row maxima come from ``row_max``; the row sums use einsum, which adds a contiguous row several times
-    faster than ``x.sum(axis=-1)``, and the division becomes a multiplication by the (..., 1) reciprocals. Under
-    SMALL values (a decode step's scores, one token's logits) NumPy's own max and sum cost less than setting
-    those up: 8-10 against 10-14 us a call, on a path that makes several calls per token.
+    The row maxima and sums come from ``row_max`` and ``row_sum``, and the division becomes a multiplication by
+    the (..., 1) reciprocals.
     """
     xp = array_module(x)
-    if x.size <= SMALL:
-        x -= x.max(axis=-1, keepdims=True)                          # (..., K) for a stable exp
-        xp.exp(x, out=x)
-        x *= 1.0 / x.sum(axis=-1, keepdims=True)                    # (..., K) rows sum to 1
-        return x
     x -= row_max(x)                                                 # (..., K) for a stable exp
     xp.exp(x, out=x)
-    x *= 1.0 / xp.einsum("...j->...", x)[..., None]                 # (..., K) rows sum to 1
+    x *= 1.0 / row_sum(x)                                           # (..., K) rows sum to 1
     return x
 
 
@@ -52,7 +45,7 @@ def log_softmax(x):
     xp = array_module(x)
     shifted = x - row_max(x)                                        # (..., K)
     probs = xp.exp(shifted)                                         # (..., K) unnormalised
-    sums = xp.einsum("...j->...", probs)[..., None]                 # (..., 1)
+    sums = row_sum(probs)                                           # (..., 1)
     probs *= 1.0 / sums
     shifted -= xp.log(sums)                                         # (..., K) log softmax
     return shifted, probs
@@ -62,12 +55,22 @@ def row_max(x):
     """x (..., K) -> (..., 1): ``x.max(axis=-1, keepdims=True)``, 2.5x faster on rows of tens of values.
 
     NumPy's max along the last axis pays a fixed cost per row; ``maximum.reduceat`` at every row's first index
-    of the flat array reduces all the rows in one pass.
+    of the flat array reduces all the rows in one pass. Under SMALL values (a decode step's scores, one token's
+    logits) NumPy's own max costs less than setting that up.
     """
-    if array_module(x) is not np or not x.flags.c_contiguous:  # CuPy: one reduction kernel; a view: NumPy's
+    if array_module(x) is not np or not x.flags.c_contiguous or x.size <= SMALL:  # CuPy, a view, or small
         return x.max(axis=-1, keepdims=True)                        # (..., 1)
     flat = x.reshape(-1)                                            # (N * K,) a view: x is contiguous
     return np.maximum.reduceat(flat, _row_starts(flat.size, x.shape[-1])).reshape(*x.shape[:-1], 1)  # (..., 1)
+
+
+def row_sum(x):
+    """x (..., K) -> (..., 1): ``x.sum(axis=-1, keepdims=True)``; above SMALL values by einsum, which adds a
+    contiguous row several times faster. Small arrays take NumPy's sum: 8-10 against 10-14 us a softmax call,
+    on a decode path that makes several calls per token."""
+    if x.size <= SMALL:
+        return x.sum(axis=-1, keepdims=True)                        # (..., 1)
+    return array_module(x).einsum("...j->...", x)[..., None]        # (..., 1)
 
 
 @lru_cache(maxsize=64)
