@@ -118,8 +118,8 @@ class Runs:
         except BabyError as e:
             return {"guid": guid, "error": str(e)}
         paths = RunPaths(folder, guid)
-        row = {"guid": guid, "builtin": folder != self.out, "created": record.created, "kind": record.kind, "parent": record.parent,
-               "tokenizer": record.tokenizer, "model": record.model, "training": record.training,
+        row = {"guid": guid, "builtin": folder != self.out, "created": record.created, "kind": record.kind,
+               "parent": record.parent, "tokenizer": record.tokenizer, "model": record.model, "training": record.training,
                "has_model": paths.model.exists(), "report": None}
         if paths.report_json.exists():
             try:
