@@ -1,6 +1,6 @@
 """The ages' growth chart: train every age through the real `baby train`, write the table into README.md, print it.
 
-    python benchmarks/ages.py                  every age, youngest first (22.7 minutes on 2 cores)
+    python benchmarks/ages.py                  every age, youngest first (about 31 minutes on 2 cores)
     python benchmarks/ages.py --ship 24m       ... and copy the 24m run into littlebaby/pretrained/
     python benchmarks/ages.py --table-only     rebuild the table from the runs already in --out
 
@@ -122,15 +122,21 @@ def main(argv=None) -> int:
     c = q["compressor_bpc"]
     note = (f"Bits/char on the first {q['val_chars']:,} characters of the built-in corpus's validation split, where "
             f"gzip -9 needs {c['gzip']:.3f}, bz2 -9 {c['bz2']:.3f} and xz -9 {c['xz']:.3f}; \"vs gzip\" is gzip's "
-            f"bits over the baby's. Real words and speaker lines are rough signals read from the run's 500-character "
-            f"completion (the corpus: {q['corpus_speaker_share']:.0%} speaker lines); the score is "
-            f"docs/QUALITY.md's. Measured by `python benchmarks/ages.py` on {machine()}, {time.strftime('%Y-%m-%d')}.")
+            f"bits over the baby's. Real words and speaker lines are rough signals read from a "
+            f"{quality_tokens(args.out / done[-1]):,}-token sample of each run (the corpus: "
+            f"{q['corpus_speaker_share']:.0%} speaker lines); the score is docs/QUALITY.md's. "
+            f"Measured by `python benchmarks/ages.py` on {machine()}, {time.strftime('%Y-%m-%d')}.")
     block = table(rows, note)
     README.write_text(write_between_markers(README.read_text(encoding="utf-8"), block), encoding="utf-8")
     print(block)
     if args.ship:
         ship(args.out / args.ship)
     return 0
+
+
+def quality_tokens(folder) -> int:
+    """The quality sample's length in the config of the run in ``folder``."""
+    return json.loads(the_run(folder).config.read_text(encoding="utf-8"))["training"]["quality_tokens"]
 
 
 def machine() -> str:

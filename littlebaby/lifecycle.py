@@ -273,17 +273,22 @@ def save_artifacts(state: RunState, status) -> None:
     paths, t = state.paths, state.training
     checkpoint.save_model(paths.model, t.gpt.params, t.gpt.config.to_dict(), state.record.guid)
     quality = None
-    if status == "complete":   # the completion, then the quality figures read it (littlebaby.quality)
-        completion = ""
+    if status == "complete":   # the completion, then the quality figures (littlebaby.quality) on a longer sample
         if t.config.completion_tokens:
-            rng = seeds.stream(t.config.seed, seeds.Stream.COMPLETION)
-            completion = sample_text(t.gpt, state.tokenizer, "", t.config.completion_tokens, rng=rng,
-                                     kernels=t.config.kernels)
-            atomic_write_text(paths.completion, completion)
-        quality = report.measure_quality(t.gpt, state.tokenizer, t.data.val, completion,
+            atomic_write_text(paths.completion, sample_after_training(t, state.tokenizer, seeds.Stream.COMPLETION,
+                                                                     t.config.completion_tokens))
+        quality_sample = (sample_after_training(t, state.tokenizer, seeds.Stream.QUALITY_SAMPLE,
+                                                t.config.quality_tokens) if t.config.quality_tokens else "")
+        quality = report.measure_quality(t.gpt, state.tokenizer, t.data.val, quality_sample,
                                          read_text(state.record.data["path"]))
     summary = report.build_report(state.record, t, state.tokenizer.kind, status, quality)
     report.save_report(summary, paths.report_json, paths.report_png)
+
+
+def sample_after_training(t, tokenizer, which: seeds.Stream, n_tokens) -> str:
+    """n_tokens sampled from nothing by the trained model, drawn from the run's stream ``which``."""
+    return sample_text(t.gpt, tokenizer, "", n_tokens, rng=seeds.stream(t.config.seed, which),
+                       kernels=t.config.kernels)
 
 
 def data_source(data, path=None) -> tuple[str, pathlib.Path]:

@@ -31,6 +31,7 @@ class Stream(enum.IntEnum):
     TRAIN_BATCHES = 2         # the batches of the training loop (saved in the checkpoint, so resumable)
     NEW_TOKEN_ROWS = 3        # finetune: N(0, 0.02) rows of wte and the head for characters new to the vocabulary
     COMPLETION = 4            # the 500 tokens sampled into completion_G.txt
+    QUALITY_SAMPLE = 5        # the longer sample the quality figures read their words and speaker lines from
 
 
 def stream(seed: int, which: Stream) -> np.random.Generator:

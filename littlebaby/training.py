@@ -69,6 +69,8 @@ class TrainConfig(configlib.TypedConfig):
                                     finetune=False)
     completion_tokens: int = option(500, "tokens sampled into completion_G.txt after training; 0: none",
                                     within="[0, inf)")
+    quality_tokens: int = option(5000, "tokens sampled (beside the completion) for the quality figures' real "
+                                 "words and speaker lines; 0: those two figures are n/a", within="[0, inf)")
     device: Literal["cpu", "cuda"] = option("cpu", "where the arrays live: cpu (NumPy) or cuda (CuPy on an "
                                             "NVIDIA GPU; needs the cuda extra)")
     threads: int | None = option(None, "cores to train on: worker processes, each product on cores / workers "

@@ -17,7 +17,8 @@ from littlebaby.model import GPT, Config
 TEXT = "".join(f"ANNE:\nI have {n} roses, and you have none.\n\nBEN:\nThen give me one.\n\n" for n in range(40))
 
 # The tiny run's model, as keyword options of littlebaby.train; TINY_FLAGS is the same as `baby train` flags.
-TINY_RUN = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=0.01)
+# Its quality sample is 300 tokens, not 5,000: the suite finishes many runs and reads no figure that needs more.
+TINY_RUN = dict(n_ctx=8, n_emb=16, head_size=16, n_heads=2, n_layers=1, batch_size=4, lr=0.01, quality_tokens=300)
 
 
 def flags(options: dict) -> list[str]:

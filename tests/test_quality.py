@@ -6,15 +6,19 @@ import gzip
 import json
 import lzma
 import math
+import pathlib
 
 import numpy as np
 import pytest
 
-from littlebaby import quality, report
+from helpers import TINY_RUN
+from littlebaby import api, quality, report, seeds
 from littlebaby.cli import main
 from littlebaby.model import GPT, Config
 from littlebaby.runs import RunPaths, run_ids
+from littlebaby.sampling import sample_text
 from littlebaby.tokenizers import CharTokenizer
+from littlebaby.training import TrainConfig
 
 
 def test_words_keep_inner_apostrophes_and_drop_digits_and_case():
@@ -78,7 +82,13 @@ def test_a_finished_run_reports_and_shows_its_quality(trained, capsys):
     (guid,) = run_ids(trained)
     paths = RunPaths(trained, guid)
     q = json.loads(paths.report_json.read_text(encoding="utf-8"))["quality"]
-    sample = paths.completion.read_text(encoding="utf-8")
+    config = json.loads(paths.config.read_text(encoding="utf-8"))
+    run = api.load_run(guid, out=trained)
+    n_tokens = config["training"]["quality_tokens"]
+    sample = sample_text(run.gpt, run.tokenizer, "", n_tokens, rng=seeds.stream(config["training"]["seed"],
+                                                                         seeds.Stream.QUALITY_SAMPLE))
+    assert n_tokens == TINY_RUN["quality_tokens"] and len(sample) == n_tokens      # char tokens: one each
+    assert sample[:500] != paths.completion.read_text(encoding="utf-8")[:500]      # its own stream
     train_text = (trained / "tiny.txt").read_text(encoding="utf-8")
     expected = quality.figures(q["model_bpc"], "", sample, train_text)   # what the run read, recomputed
     assert q["real_word_share"] == expected["real_word_share"] and q["speaker_share"] == expected["speaker_share"]
@@ -88,3 +98,8 @@ def test_a_finished_run_reports_and_shows_its_quality(trained, capsys):
     out = capsys.readouterr().out
     assert f"quality score: {q['score']:.1f} / 100" in out and "than gzip" in out
     assert "real words (rough signal)" in out and "speaker lines (rough signal)" in out
+
+
+def test_quality_md_states_the_default_length_of_the_quality_sample():
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "QUALITY.md").read_text(encoding="utf-8")
+    assert f"a sample of {TrainConfig().quality_tokens:,} tokens (`--quality-tokens`)" in text
