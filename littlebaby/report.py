@@ -90,26 +90,29 @@ def cpu_description() -> str:
 QUALITY_CHARS = 100_000   # the quality figures read the first 100,000 characters of the validation split
 
 
-def text_bpc(gpt, tokens, tokenizer, batch=32) -> tuple[float, str]:
+def text_bpc(gpt, tokens, tokenizer, batch=32, loss=None) -> tuple[float, str]:
     """(bits per character the model needs for ``tokens``, their text): the tokens cut into windows of n_ctx
     predicted in evaluation mode (each window's first token is context only), as an arithmetic coder driven by
-    the model would spend them."""
+    the model would spend them. ``loss(x, y)``: the mean loss of a batch, ``gpt.loss`` unless given (a run
+    passes its worker processes' ``Workers.loss``)."""
     T = gpt.config.n_ctx
+    loss = gpt.loss if loss is None else loss
     n = max(1, (len(tokens) - 1) // T)                                # windows
     ids = np.asarray(tokens[:n * T + 1], dtype=np.int64)
     x, y = ids[:-1].reshape(n, T), ids[1:].reshape(n, T)              # (n, T) each: n windows of inputs, targets
-    nats = sum(float(gpt.loss(x[i:i + batch], y[i:i + batch])) * len(x[i:i + batch]) * T
+    nats = sum(float(loss(x[i:i + batch], y[i:i + batch])) * len(x[i:i + batch]) * T
                for i in range(0, n, batch))
     text = tokenizer.decode([int(t) for t in y.ravel()])
     return nats / math.log(2) / max(len(text), 1), text
 
 
-def measure_quality(gpt, tokenizer, val_tokens, completion, train_text) -> dict:
+def measure_quality(gpt, tokenizer, val_tokens, completion, train_text, loss=None, batch=32) -> dict:
     """littlebaby.quality's figures of a finished run: the model on the validation split's first QUALITY_CHARS
-    characters beside the compressors, the completion's words and speaker lines against the training text."""
+    characters beside the compressors (``text_bpc``, its ``loss`` and ``batch``), the sample's words and speaker
+    lines against the training text."""
     head = [int(t) for t in val_tokens[:10_000]]                      # tokens per character, from a sample
     limit = round(QUALITY_CHARS * len(head) / max(len(tokenizer.decode(head)), 1))
-    model_bpc, val_text = text_bpc(gpt, val_tokens[:limit + 1], tokenizer)
+    model_bpc, val_text = text_bpc(gpt, val_tokens[:limit + 1], tokenizer, batch, loss)
     return quality.figures(model_bpc, val_text, completion, train_text)
 
 
@@ -176,7 +179,7 @@ def summary_lines(report, paths: RunPaths, resume_command: str) -> str:
              f"{report['tokens_per_s']:,.0f} tokens/s"
              + (f", val loss {val:.4f} ({report['final_val_bpc']:.3f} bits/char)" if val is not None else "")]
     lines += [f"  {p}" for p in (paths.config, paths.model, paths.tokenizer, paths.report_json, paths.report_png)]
-    if report["status"] == "complete":
+    if report["status"] == "complete" and paths.completion.exists():   # none with completion_tokens 0
         lines.append(f"  {paths.completion}")
     if report.get("quality"):
         lines.append(quality.describe(report["quality"])[-1])

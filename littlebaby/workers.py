@@ -254,8 +254,9 @@ class Workers:
         return loss, grads
 
     def loss(self, idx, targets) -> float:
-        """Evaluation-mode mean loss of the whole batch (no dropout), share by share."""
-        if not self.children:
+        """Evaluation-mode mean loss of the whole batch (no dropout), share by share; a batch of fewer rows than
+        workers (the last of a pass over a text) in this process alone, so that no share is empty."""
+        if not self.children or idx.shape[0] < self.n:
             return float(self.gpt.loss(idx, targets))
         B = idx.shape[0]
         mine = self._scatter("loss", idx, targets)

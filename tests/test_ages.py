@@ -54,7 +54,9 @@ def test_the_config_records_the_age_and_what_won_over_it(tmp_path, capsys):
     argv = ["train", "--age", "3m", "--data", str(tmp_path / "tiny.txt"), "--steps", "2", "--completion-tokens",
             "0", "--out", str(tmp_path), *TINY_FLAGS]
     assert main(argv) == 0
-    assert "the options given win over the preset" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "the options given win over the preset" in printed.err
+    assert "completion_" not in printed.out + printed.err       # --completion-tokens 0: no file, none listed
     (guid,) = run_ids(tmp_path)
     record = json.loads(RunPaths(tmp_path, guid).config.read_text(encoding="utf-8"))
     assert record["command"] == "baby " + " ".join(argv)

@@ -19,6 +19,7 @@ from littlebaby.runs import RunPaths, run_ids
 from littlebaby.sampling import sample_text
 from littlebaby.tokenizers import CharTokenizer
 from littlebaby.training import TrainConfig
+from littlebaby.workers import CAN_FORK, Workers
 
 
 def test_words_keep_inner_apostrophes_and_drop_digits_and_case():
@@ -76,6 +77,20 @@ def test_a_model_that_knows_nothing_needs_log2_v_bits_per_character():
     tokens = np.random.default_rng(0).integers(0, 5, 41)
     bpc, text = report.text_bpc(gpt, tokens, CharTokenizer(list("abcde")), batch=3)
     assert bpc == pytest.approx(math.log2(5), rel=1e-12) and len(text) == 40    # 10 windows of 4 targets
+
+
+
+@pytest.mark.skipif(not CAN_FORK, reason="worker processes need fork (not on Windows or macOS)")
+def test_the_pass_over_the_validation_text_gives_the_same_bits_on_worker_processes():
+    config = Config(vocab_size=5, n_ctx=4, n_emb=8, head_size=8, n_heads=2, n_layers=1, dtype="float64")
+    gpt = GPT(config, seed=0)
+    tokens = np.random.default_rng(0).integers(0, 5, 77)
+    tokenizer = CharTokenizer(list("abcde"))
+    alone, text = report.text_bpc(gpt, tokens, tokenizer, batch=6)   # 19 windows: batches of 6, 6, 6 and 1
+    with Workers(gpt, 2, [np.random.default_rng(0)] * 2, 6) as workers:
+        shared, shared_text = report.text_bpc(gpt, tokens, tokenizer, batch=6, loss=workers.loss)
+    assert shared == pytest.approx(alone, rel=1e-12) and shared_text == text
+    assert alone != pytest.approx(math.log2(5), rel=1e-3)          # a model that has weights, not the uniform one
 
 
 def test_a_finished_run_reports_and_shows_its_quality(trained, capsys):
