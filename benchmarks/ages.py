@@ -1,6 +1,6 @@
 """The ages' growth chart: train every age through the real `baby train`, write the table into README.md, print it.
 
-    python benchmarks/ages.py                  every age, youngest first (about 31 minutes on 2 cores)
+    python benchmarks/ages.py                  every age, youngest first (50 minutes on 2 cores)
     python benchmarks/ages.py --ship 24m       ... and copy the 24m run into littlebaby/pretrained/
     python benchmarks/ages.py --table-only     rebuild the table from the runs already in --out
 
