@@ -10,7 +10,6 @@ checkpoint at every eval and at the end, then the model, the report, the loss cu
 Under MPI every rank runs all of this; rank 0 alone writes files, the others read what it wrote.
 """
 
-import contextlib
 import dataclasses
 import pathlib
 import sys
@@ -29,7 +28,7 @@ from littlebaby.runs import (FINETUNE_SUFFIX, RunPaths, RunRecord, load_record, 
                              remove_stale_temps, resolve_run, utc_now)
 from littlebaby.tokenizers import load_tokenizer, train_tokenizer
 from littlebaby.training import (Plan, StopRequest, TrainConfig, TrainingState, history_ok, make_plan,
-                                 new_history, run_training, time_steps)
+                                 new_history, run_training, running, time_steps)
 
 
 @dataclasses.dataclass
@@ -280,25 +279,12 @@ def save_artifacts(state: RunState, status) -> None:
                                                                      t.config.completion_tokens))
         quality_sample = (sample_after_training(t, state.tokenizer, seeds.Stream.QUALITY_SAMPLE,
                                                 t.config.quality_tokens) if t.config.quality_tokens else "")
-        with evaluators(t, QUALITY_BATCH) as loss:   # the pass over 100,000 characters, on every core
-            quality = report.measure_quality(t.gpt, state.tokenizer, t.data.val, quality_sample,
-                                             read_text(state.record.data["path"]), loss, QUALITY_BATCH)
+        eval_rngs = [np.random.default_rng(0)] * t.threads[0]   # evaluation mode draws no dropout mask
+        with running(t.gpt, t.config, t.threads, eval_rngs, report.QUALITY_BATCH) as (evaluator, _):
+            quality = report.measure_quality(t.gpt, state.tokenizer, t.data.val, quality_sample,   # every core
+                                             read_text(state.record.data["path"]), evaluator.loss)
     summary = report.build_report(state.record, t, state.tokenizer.kind, status, quality)
     report.save_report(summary, paths.report_json, paths.report_png)
-
-
-QUALITY_BATCH = 32   # windows a batch of the quality figures' pass over the validation text
-
-
-@contextlib.contextmanager
-def evaluators(t, batch_rows):
-    """The run's own way to compute a loss in evaluation mode, for batches of up to ``batch_rows`` rows: its
-    kernels and its worker processes, as the loop uses them (after the loop they have stopped)."""
-    n_workers, blas_threads = t.threads
-    rngs = [np.random.default_rng(0)] * n_workers   # evaluation mode draws no dropout mask
-    with kernels.using(t.config.kernels, t.gpt.config.dtype), \
-            workers.Workers(t.gpt, n_workers, rngs, batch_rows, blas_threads) as running:
-        yield running.loss
 
 
 def sample_after_training(t, tokenizer, which: seeds.Stream, n_tokens) -> str:

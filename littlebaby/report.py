@@ -88,9 +88,10 @@ def cpu_description() -> str:
 
 
 QUALITY_CHARS = 100_000   # the quality figures read the first 100,000 characters of the validation split
+QUALITY_BATCH = 32        # windows a batch of that pass
 
 
-def text_bpc(gpt, tokens, tokenizer, batch=32, loss=None) -> tuple[float, str]:
+def text_bpc(gpt, tokens, tokenizer, batch=QUALITY_BATCH, loss=None) -> tuple[float, str]:
     """(bits per character the model needs for ``tokens``, their text): the tokens cut into windows of n_ctx
     predicted in evaluation mode (each window's first token is context only), as an arithmetic coder driven by
     the model would spend them. ``loss(x, y)``: the mean loss of a batch, ``gpt.loss`` unless given (a run
@@ -106,13 +107,13 @@ def text_bpc(gpt, tokens, tokenizer, batch=32, loss=None) -> tuple[float, str]:
     return nats / math.log(2) / max(len(text), 1), text
 
 
-def measure_quality(gpt, tokenizer, val_tokens, completion, train_text, loss=None, batch=32) -> dict:
+def measure_quality(gpt, tokenizer, val_tokens, completion, train_text, loss=None) -> dict:
     """littlebaby.quality's figures of a finished run: the model on the validation split's first QUALITY_CHARS
-    characters beside the compressors (``text_bpc``, its ``loss`` and ``batch``), the sample's words and speaker
+    characters beside the compressors (``text_bpc`` with ``loss``), the sample's words and speaker
     lines against the training text."""
     head = [int(t) for t in val_tokens[:10_000]]                      # tokens per character, from a sample
     limit = round(QUALITY_CHARS * len(head) / max(len(tokenizer.decode(head)), 1))
-    model_bpc, val_text = text_bpc(gpt, val_tokens[:limit + 1], tokenizer, batch, loss)
+    model_bpc, val_text = text_bpc(gpt, val_tokens[:limit + 1], tokenizer, loss=loss)
     return quality.figures(model_bpc, val_text, completion, train_text)
 
 

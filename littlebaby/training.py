@@ -11,6 +11,7 @@ restores weights, AdamW moments, the step and both RNG states, so it ends bitwis
 never interrupted.
 """
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -122,6 +123,16 @@ def make_plan(tc: TrainConfig, lr, n_train, batch_size, n_ctx, seconds_per_step=
                 min_lr=lr / 10 if tc.min_lr is None else tc.min_lr, steps_per_epoch=per_epoch)
 
 
+@contextlib.contextmanager
+def running(gpt, tc, threads, rngs, batch_rows):
+    """How a run computes: its kernels (``tc.kernels``) and its worker processes (``threads``: workers and BLAS
+    threads per product, ``rngs`` one dropout generator each, batches of up to ``batch_rows`` rows). The kernels
+    are chosen first, so the forked workers inherit them. Yields (workers, (kernel set, note))."""
+    with kernels.using(tc.kernels, gpt.config.dtype) as in_use, \
+            Workers(gpt, threads[0], rngs, batch_rows, threads[1]) as workers:
+        yield workers, in_use
+
+
 def time_steps(gpt, data, batch_size, n_ctx, tc, threads, n=3) -> float:
     """Seconds per training step as the run will take them (its kernels and workers), measured on a copy of
     the model so no state of the run changes."""
@@ -129,7 +140,7 @@ def time_steps(gpt, data, batch_size, n_ctx, tc, threads, n=3) -> float:
     x, y = sample_batch(data.train, batch_size, n_ctx, np.random.default_rng(seeds.TIMING_SEED))  # (B, T) each
     rows = x[parallel.world().share(batch_size)].shape[0]
     rngs = [np.random.default_rng(seeds.TIMING_SEED) for _ in range(threads[0])]
-    with kernels.using(tc.kernels, gpt.config.dtype), Workers(probe, *threads[:1], rngs, rows, threads[1]) as workers:
+    with running(probe, tc, threads, rngs, rows) as (workers, _):
         workers.loss_and_grads(x[:rows], y[:rows])  # warm up caches and BLAS threads
         start = time.perf_counter()
         for _ in range(n):
@@ -249,9 +260,7 @@ def run_training(state: TrainingState, stop, save, quiet=False, time_budget_s=No
     val_evals = fixed_batches(data.val, B, T, tc.eval_batches, tc.seed)
     n_workers, blas_threads = state.threads
     rngs = state.dropout_rngs or [gpt.rng]
-    # the kernels first: the worker processes are forked with them in use
-    with kernels.using(tc.kernels, cfg.dtype) as (kernel_set, note), \
-            Workers(gpt, n_workers, rngs, B, blas_threads) as workers:
+    with running(gpt, tc, state.threads, rngs, B) as (workers, (kernel_set, note)):
         if not quiet:
             cores = n_workers * (blas_threads or 1)
             print(f"training on {cores} core{'s' * (cores != 1)}: {workers.describe()}, {kernel_set} kernels"

@@ -79,7 +79,6 @@ def test_a_model_that_knows_nothing_needs_log2_v_bits_per_character():
     assert bpc == pytest.approx(math.log2(5), rel=1e-12) and len(text) == 40    # 10 windows of 4 targets
 
 
-
 @pytest.mark.skipif(not CAN_FORK, reason="worker processes need fork (not on Windows or macOS)")
 def test_the_pass_over_the_validation_text_gives_the_same_bits_on_worker_processes():
     config = Config(vocab_size=5, n_ctx=4, n_emb=8, head_size=8, n_heads=2, n_layers=1, dtype="float64")
